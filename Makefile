@@ -1,0 +1,30 @@
+# Two commands on a fresh machine (see README):
+#   make book   build the whole book at default parameters into _build/html
+#   make test   run the test suite
+# Each installs what it needs into .venv the first time (Python 3.11, pip, PyPI, npm, Debian).
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: book test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[book,test]"
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(PY) -m qfail book
+
+test: $(STAMP)
+	bash tests/setup_browser.sh
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf _build .cache runs

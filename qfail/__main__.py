@@ -1,0 +1,62 @@
+"""Command line: ``python -m qfail {run,list,book}``.
+
+    python -m qfail list                            # chapters and their parameters
+    python -m qfail run primer -p bits 4 -p seed 1  # run a chapter with papermill
+    python -m qfail book [--force]                  # build the whole book (offline)
+
+Errors in the command line (an unknown chapter, parameter or value) and errors raised inside a
+chapter are printed as one line on stderr, with exit status 2 and 1 respectively.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m qfail", description="qfail: quantization failure book")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a chapter with papermill parameters")
+    run.add_argument("chapter")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    run.add_argument("-o", "--output", default="runs", help="folder for the executed notebook and figures")
+    sub.add_parser("list", help="list chapters and their parameters")
+    book = sub.add_parser("book", help="build the book into _build/html")
+    book.add_argument("--force", action="store_true", help="re-execute every chapter")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import runner
+
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            import jupytext
+
+            for chapter in runner.chapters():
+                print(chapter)
+                nb = jupytext.read(runner.NOTEBOOK_DIR / f"{chapter}.md")
+                for p in runner.declared_parameters(nb).values():
+                    print("   ", p.describe())
+        elif args.command == "run":
+            params = dict(args.parameter)
+            path = runner.run_chapter(args.chapter, params, Path(args.output))
+            print(f"wrote {path}")
+        else:
+            from .book import build_book
+
+            seconds = build_book(force=args.force)
+            print(f"book built in {seconds:.0f} s: {Path('_build/html/index.html').resolve()}")
+    except runner.ParameterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except runner.ChapterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Data sets as tensors: scikit-learn digits by default, torchvision sets as options.
+
+Every split is a pair of CPU tensors: images ``x`` of shape (N, C, H, W) with values in [0, 1]
+(no mean subtraction, so attack budgets and corruptions live in pixel units) and labels ``y``
+of shape (N,). The digits split (60/20/20, stratified) depends only on ``seed``.
+
+MNIST, Fashion-MNIST and CIFAR-10 are read with torchvision from ``root``; nothing is ever
+downloaded unless ``download=True`` is passed explicitly.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._validate import check_choice, check_range
+
+__all__ = ["DATASETS", "SIZES", "Split", "DataSplits", "load_data", "batches", "default_data_root"]
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+SIZES = (None, 8, 16, 28, 32)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N, C, H, W) in [0, 1] and integer labels (N,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, n: int) -> "Split":
+        return Split(self.x[:n], self.y[:n])
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    fingerprint: tuple  # what the splits depend on; part of every cache key
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.x.shape[1:])
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("QFAIL_DATA", Path.home() / ".cache" / "qfail" / "data"))
+
+
+def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    if size is None or x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp_(0, 1)
+
+
+def _stratified_split(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[Split, Split, Split]:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    i_train, i_rest = train_test_split(idx, test_size=0.4, stratify=y, random_state=seed)
+    i_val, i_test = train_test_split(i_rest, test_size=0.5, stratify=y[i_rest], random_state=seed)
+
+    def make(i: np.ndarray) -> Split:
+        return Split(torch.from_numpy(x[i]).float(), torch.from_numpy(y[i]).long())
+
+    return make(i_train), make(i_val), make(i_test)
+
+
+def _digits(seed: int) -> tuple[Split, Split, Split]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8)
+    return _stratified_split(x, bunch.target, seed)
+
+
+_TORCHVISION = {"mnist": ("MNIST", 10), "fashion_mnist": ("FashionMNIST", 10), "cifar10": ("CIFAR10", 10)}
+
+
+def _torchvision(name: str, root: Path, download: bool, seed: int) -> tuple[Split, Split, Split]:
+    import torchvision
+
+    cls_name, _ = _TORCHVISION[name]
+    cls = getattr(torchvision.datasets, cls_name)
+    try:
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=download)
+    except RuntimeError as err:
+        if "not found" not in str(err).lower() and "corrupted" not in str(err).lower():
+            raise
+        raise FileNotFoundError(
+            f"dataset={name!r} is not present under {root}; on a machine with network run "
+            f"qfail.data.load_data({name!r}, download=True) once (or set QFAIL_DATA to a folder "
+            f"holding torchvision's {cls_name} files)") from None
+
+    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+        data = torch.as_tensor(np.asarray(ds.data))
+        x = data.float().div_(255)
+        x = x.permute(0, 3, 1, 2) if x.dim() == 4 else x[:, None]  # (N, C, H, W)
+        return x.contiguous(), torch.as_tensor(np.asarray(ds.targets)).long()
+
+    x, y = tensors(train)
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(y), generator=gen)
+    n_val = len(y) // 10
+    val, tr = perm[:n_val], perm[n_val:]
+    x_test, y_test = tensors(test)
+    return Split(x[tr], y[tr]), Split(x[val], y[val]), Split(x_test, y_test)
+
+
+def load_data(name: str = "digits", size: int | None = None, seed: int = 0, limit: int | None = None,
+              root: str | Path | None = None, download: bool = False) -> DataSplits:
+    """Load a data set as train/val/test tensors.
+
+    Args:
+        name: one of ``DATASETS``.
+        size: resize images to size x size (bilinear); ``None`` keeps the native size.
+        seed: the split seed (digits: the stratified split; torchvision sets: the validation
+            hold-out of the training set).
+        limit: keep at most this many examples per split (for CPU-sized runs).
+        root: folder with torchvision's files (default ``$QFAIL_DATA`` or ~/.cache/qfail/data).
+        download: let torchvision fetch missing files (needs network).
+
+    Raises:
+        ValueError: an unknown name, size or limit.
+        FileNotFoundError: a torchvision set that is not on disk (and ``download`` is False).
+    """
+    check_choice("dataset", name, DATASETS)
+    check_choice("size", size, SIZES)
+    check_range("seed", seed, 0, integer=True)
+    if limit is not None:
+        check_range("limit", limit, 1, integer=True)
+    if name == "digits":
+        splits = _digits(seed)
+    else:
+        splits = _torchvision(name, Path(root) if root else default_data_root(), download, seed)
+    splits = [Split(_resize(s.x, size), s.y) for s in splits]
+    if limit is not None:
+        splits = [s.subset(limit) for s in splits]
+    train, val, test = splits
+    return DataSplits(name, train, val, test, 10, (name, size, seed, limit))
+
+
+def batches(split: Split, batch_size: int, shuffle: bool = False,
+            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches of a split; shuffled with ``generator`` so the order is seeded."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        yield split.x[idx], split.y[idx]

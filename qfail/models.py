@@ -1,0 +1,123 @@
+"""Model families: an MLP, a small CNN and CIFAR-style ResNets (He et al., 2016, sec. 4.2).
+
+All are plain ``nn.Module`` s made of Conv2d/Linear/BatchNorm2d/ReLU modules (ReLU as modules,
+not functions, so quantization wrappers, hooks and verifiers can see every layer) and all
+trace with ``torch.fx``. Each takes ``input_shape = (C, H, W)`` and works from 8x8 digits to
+32x32 CIFAR images.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ._validate import check_choice, check_range
+
+__all__ = ["MODELS", "MLP", "SmallCNN", "CifarResNet", "BasicBlock", "build_model"]
+
+MODELS = ("mlp", "cnn", "resnet")
+
+
+class MLP(nn.Module):
+    """Flatten -> [Linear -> ReLU (-> Dropout)] * len(hidden) -> Linear."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int = 10,
+                 hidden: tuple[int, ...] = (128, 64), dropout: float = 0.0) -> None:
+        super().__init__()
+        check_range("dropout", dropout, 0.0, 0.9)
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(input_shape)
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks (conv3x3 -> BN -> ReLU -> maxpool 2) and a linear classifier."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int = 10,
+                 channels: tuple[int, int] = (16, 32), batchnorm: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        check_range("dropout", dropout, 0.0, 0.9)
+        c_in, h, w = input_shape
+        blocks: list[nn.Module] = []
+        for c_out in channels:
+            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batchnorm)]
+            if batchnorm:
+                blocks.append(nn.BatchNorm2d(c_out))
+            blocks += [nn.ReLU(), nn.MaxPool2d(2)]
+            c_in, h, w = c_out, h // 2, w // 2
+        self.features = nn.Sequential(*blocks)
+        head: list[nn.Module] = [nn.Flatten()]
+        if dropout:
+            head.append(nn.Dropout(dropout))
+        head.append(nn.Linear(c_in * h * w, num_classes))
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a residual; a 1x1 conv shortcut when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu2 = nn.ReLU()
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu2(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for small images: three stages of n blocks, widths 16/32/64 x ``width``."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int = 10, depth: int = 20,
+                 width: float = 1.0) -> None:
+        super().__init__()
+        if (depth - 2) % 6 != 0 or depth < 8:
+            raise ValueError(f"depth={depth} is not allowed; choose 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56)")
+        check_range("width", width, 0.125, 8.0)
+        n = (depth - 2) // 6
+        widths = [max(1, int(round(c * width))) for c in (16, 32, 64)]
+        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], widths[0], 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        blocks, c_in = [], widths[0]
+        for stage, c_out in enumerate(widths):
+            for i in range(n):
+                blocks.append(BasicBlock(c_in, c_out, 2 if (stage > 0 and i == 0) else 1))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.blocks(self.stem(x))))
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int = 10, seed: int | None = None,
+                **kwargs) -> nn.Module:
+    """A model by name (one of ``MODELS``), initialised from ``seed`` when one is given."""
+    check_choice("model", name, MODELS)
+    if seed is not None:
+        torch.manual_seed(seed)
+    cls = {"mlp": MLP, "cnn": SmallCNN, "resnet": CifarResNet}[name]
+    return cls(tuple(input_shape), num_classes, **kwargs)

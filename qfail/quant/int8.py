@@ -1,0 +1,129 @@
+"""Real INT8 execution through PyTorch's quantized CPU kernels (torch.ao.quantization).
+
+Fake quantization simulates integer arithmetic in float; this module produces the real thing
+so that size and latency can be measured:
+
+* ``int8_dynamic``: ``quantize_dynamic`` -- int8 weights for every ``nn.Linear``, activations
+  quantized on the fly per batch (what Moon used, and TFLite's "dynamic range" mode).
+* ``int8_static``: FX graph mode static quantization -- int8 weights (per-channel symmetric)
+  and uint8 activations with ranges calibrated on a few batches (TFLite's full-integer mode).
+  It needs a model that ``torch.fx`` can trace (every model in ``qfail.models`` does).
+
+``fake_quant_twin`` builds the qfail fake-quant model with the same scheme, so the two can be
+compared (they agree up to a few rounding steps, see tests/quant/test_int8.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import time
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from .._validate import check_choice
+from .model import QuantConfig, QuantizedModel, quantize_model
+
+__all__ = ["ENGINES", "int8_dynamic", "int8_static", "serialized_size", "latency_ms",
+           "fake_quant_twin", "quantized_engine"]
+
+ENGINES = tuple(e for e in ("x86", "fbgemm", "qnnpack") if e in torch.backends.quantized.supported_engines)
+
+
+@contextlib.contextmanager
+def quantized_engine(engine: str) -> Iterator[None]:
+    check_choice("engine", engine, ENGINES)
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+@contextlib.contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    """torch 2.15 marks its eager INT8 stack deprecated (in favour of torchao) on every call.
+
+    The kernels are still the fastest INT8 path on this CPU (see benchmarks/), so the notice
+    is silenced here rather than repeated in every chapter.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*deprecated.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*deprecated.*", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*deprecated.*", category=FutureWarning)
+        yield
+
+
+def int8_dynamic(model: nn.Module, engine: str = "x86") -> nn.Module:
+    """Dynamic INT8 copy of ``model`` (Linear layers only; convs stay float)."""
+    with _quiet_deprecations(), quantized_engine(engine):
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+def _static_qconfig_mapping():  # noqa: ANN202 - torch.ao type
+    from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver, QConfig, QConfigMapping
+    qconfig = QConfig(
+        activation=MinMaxObserver.with_args(dtype=torch.quint8, qscheme=torch.per_tensor_affine,
+                                            reduce_range=False),
+        weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
+    )
+    return QConfigMapping().set_global(qconfig)
+
+
+def int8_static(model: nn.Module, calibration: Iterable[torch.Tensor], engine: str = "x86") -> nn.Module:
+    """Static INT8 copy of ``model`` calibrated with min-max ranges on ``calibration`` batches.
+
+    The returned module runs on the CPU engine ``engine`` (call it inside
+    ``quantized_engine(engine)`` if the global engine differs).
+    """
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    batches = list(calibration)
+    if not batches:
+        raise ValueError("calibration is empty; pass at least one input batch")
+    with _quiet_deprecations(), quantized_engine(engine):
+        prepared = prepare_fx(copy.deepcopy(model).eval(), _static_qconfig_mapping(), (batches[0],))
+        with torch.no_grad():
+            for x in batches:
+                prepared(x)
+        return convert_fx(prepared)
+
+
+def fake_quant_twin(model: nn.Module, calibration: Iterable[torch.Tensor], dynamic: bool = False) -> QuantizedModel:
+    """The 8-bit qfail fake-quant model that mirrors ``int8_static`` (or ``int8_dynamic``)."""
+    if dynamic:
+        config = QuantConfig(act_mode="dynamic", weight_granularity="per_tensor")
+        qm = quantize_model(model, config, policy=(8, 8))
+        for name, layer in qm.layers.items():  # quantize_dynamic leaves convs in float
+            if not isinstance(layer.layer, nn.Linear):
+                layer.set_bits(32, 32)
+        return qm
+    return quantize_model(model, QuantConfig(), policy=(8, 8), calibration=calibration)
+
+
+def serialized_size(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``, the size a deployment would ship."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+@torch.inference_mode()
+def latency_ms(model: nn.Module, x: torch.Tensor, repeats: int = 50, warmup: int = 5,
+               engine: str | None = None) -> float:
+    """Median wall time of one forward pass, in milliseconds."""
+    with quantized_engine(engine) if engine else contextlib.nullcontext():
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    return 1e3 * times[len(times) // 2]

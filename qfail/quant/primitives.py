@@ -1,0 +1,147 @@
+"""Uniform affine quantization primitives: the arithmetic every quantizer in qfail shares.
+
+A real value x maps to an integer code q = clamp(round(x / s) + z, q_min, q_max) and back to
+x_hat = (q - z) * s (Jacob et al., 2018, eq. 1). ``fake_quantize`` returns x_hat in float so a
+model can *simulate* b-bit arithmetic; its gradient is the straight-through estimator (STE):
+1 where x lies inside the clipping range [ (q_min - z) s, (q_max - z) s ], 0 outside
+(Bengio et al., 2013; the clipped STE used by PACT and torch.ao).
+
+Shapes: ``x`` is any tensor; ``scale`` and ``zero_point`` broadcast against it (a scalar tensor
+per-tensor, shape (C, 1, ..., 1) per output channel, shape (B, 1, ..., 1) per sample). Bits may
+also be a tensor broadcasting the same way, which is how a per-input bit-width policy runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .._validate import FULL_PRECISION, check_bits, check_choice
+
+__all__ = [
+    "QRange", "qrange", "choose_qparams", "quantize", "dequantize", "fake_quantize",
+    "fake_quantize_tensor", "SCHEMES",
+]
+
+SCHEMES = ("symmetric", "asymmetric")
+
+
+@dataclass(frozen=True)
+class QRange:
+    """The integer codes a b-bit scheme may use."""
+
+    q_min: int
+    q_max: int
+
+
+def qrange(bits: int, scheme: str) -> QRange:
+    """Signed codes for symmetric, unsigned codes for asymmetric (as in int8 / uint8)."""
+    check_bits("bits", bits)
+    check_choice("scheme", scheme, SCHEMES)
+    if scheme == "symmetric":
+        return QRange(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return QRange(0, 2 ** bits - 1)
+
+
+def _levels(bits: torch.Tensor | int, scheme: str) -> tuple:
+    """(q_min, q_max) as python ints or as float tensors when bits is a tensor."""
+    if isinstance(bits, torch.Tensor):
+        b = bits.to(torch.float32)
+        if scheme == "symmetric":
+            return -(2.0 ** (b - 1)), 2.0 ** (b - 1) - 1
+        return torch.zeros_like(b), 2.0 ** b - 1
+    r = qrange(bits, scheme)
+    return r.q_min, r.q_max
+
+
+def choose_qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int | torch.Tensor,
+                   scheme: str = "asymmetric", eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point that map [lo, hi] onto the b-bit grid.
+
+    The range is first widened to contain 0 so that 0 is represented exactly (padding and ReLU
+    zeros stay exact). Symmetric: z = 0 and s = max(|lo|, |hi|) / q_max. Asymmetric:
+    s = (hi - lo) / (q_max - q_min) and z = round(q_min - lo / s), an integer inside the range.
+
+    Example:
+        >>> s, z = choose_qparams(torch.tensor(0.), torch.tensor(2.55), 8)
+        >>> round(s.item(), 4), z.item()
+        (0.01, 0.0)
+    """
+    check_choice("scheme", scheme, SCHEMES)
+    lo = torch.clamp(torch.as_tensor(lo, dtype=torch.float32), max=0.0)
+    hi = torch.clamp(torch.as_tensor(hi, dtype=torch.float32), min=0.0)
+    q_min, q_max = _levels(bits, scheme)
+    if scheme == "symmetric":
+        scale = torch.maximum(-lo, hi) / q_max
+        scale = torch.clamp(scale, min=eps)
+        return scale, torch.zeros_like(scale)
+    scale = torch.clamp((hi - lo) / (q_max - q_min), min=eps)
+    zero_point = torch.clamp(torch.round(q_min - lo / scale), q_min, q_max)
+    return scale, zero_point
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+             q_min, q_max) -> torch.Tensor:
+    """Integer codes (held in a float tensor so that any bit-width fits)."""
+    return torch.clamp(torch.round(x / scale) + zero_point, q_min, q_max)
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    return (q - zero_point) * scale
+
+
+class _FakeQuantizeSTE(torch.autograd.Function):
+    """dequantize(quantize(x)) forward; clipped straight-through gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, q_min, q_max):  # noqa: D401
+        code = torch.round(x / scale) + zero_point
+        inside = (code >= q_min) & (code <= q_max)
+        ctx.save_for_backward(inside)
+        return (torch.clamp(code, q_min, q_max) - zero_point) * scale
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (inside,) = ctx.saved_tensors
+        return grad_out * inside, None, None, None, None
+
+
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                  q_min, q_max) -> torch.Tensor:
+    """Simulated quantization with the clipped STE.
+
+    Without autograd it is the plain three-op formula (no mask is built, which is why it runs
+    about twice as fast as ``torch.fake_quantize_per_tensor_affine``, see benchmarks/).
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _FakeQuantizeSTE.apply(x, scale, zero_point, q_min, q_max)
+    q = torch.round(x / scale)  # a fresh tensor: the in-place steps below touch nothing else
+    return q.add_(zero_point).clamp_(q_min, q_max).sub_(zero_point).mul_(scale)
+
+
+def _reduce_dims(x: torch.Tensor, axis: int | None) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(x.dim()))
+    return tuple(d for d in range(x.dim()) if d != axis % x.dim())
+
+
+def fake_quantize_tensor(x: torch.Tensor, bits: int | torch.Tensor, scheme: str = "asymmetric",
+                         axis: int | None = None) -> torch.Tensor:
+    """Min-max fake quantization of ``x`` from its own range.
+
+    ``axis=None`` uses one range for the whole tensor; ``axis=k`` one range per index of
+    dimension k (axis 0 of a weight = per output channel, axis 0 of an activation = per sample,
+    i.e. dynamic quantization). Bits 32 return ``x`` unchanged.
+    """
+    if not isinstance(bits, torch.Tensor) and check_bits("bits", bits) == FULL_PRECISION:
+        return x
+    dims = _reduce_dims(x, axis)
+    lo = x.detach().amin(dim=dims, keepdim=True)
+    hi = x.detach().amax(dim=dims, keepdim=True)
+    if isinstance(bits, torch.Tensor) and axis is not None:
+        shape = [1] * x.dim()
+        shape[axis % x.dim()] = -1
+        bits = bits.reshape(shape)
+    scale, zp = choose_qparams(lo, hi, bits, scheme)
+    q_min, q_max = _levels(bits, scheme)
+    return fake_quantize(x, scale, zp, q_min, q_max)

@@ -1,0 +1,161 @@
+"""Training and evaluation: seeded, deterministic on the CPU, cached on disk.
+
+``fit`` trains any module (a plain model, or a :class:`~qfail.quant.QuantizedModel` for QAT)
+with Adam and one of the loss recipes in ``METHODS``. ``train_cached`` wraps model creation and
+``fit`` in :func:`qfail.cache.cached`, keyed by the model, the data and the training config.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ._validate import check_choice, check_range
+from .cache import cached
+from .data import DataSplits, Split, batches
+
+__all__ = ["TrainConfig", "METHODS", "seed_everything", "resolve_device", "fit", "predict_logits",
+           "accuracy", "train_cached"]
+
+METHODS = ("standard", "mixup")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (all of them are part of the cache key).
+
+    Args:
+        epochs: passes over the training split.
+        batch_size: examples per step.
+        lr: Adam learning rate.
+        weight_decay: L2 penalty.
+        method: ``standard`` (cross-entropy) or ``mixup`` (Zhang et al. 2018, alpha below).
+        mixup_alpha: Beta(alpha, alpha) mixing for ``mixup``.
+        seed: seeds initialisation-independent randomness (shuffling, mixup draws).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    method: str = "standard"
+    mixup_alpha: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_range("epochs", self.epochs, 0, 10_000, integer=True)
+        check_range("batch_size", self.batch_size, 1, 1 << 20, integer=True)
+        check_range("lr", self.lr, 0.0, 10.0)
+        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_choice("method", self.method, METHODS)
+        check_range("mixup_alpha", self.mixup_alpha, 1e-3, 10.0)
+        check_range("seed", self.seed, 0, integer=True)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a torch generator for data order."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """``cpu``, ``cuda`` (error if absent) or ``auto`` (cuda when available)."""
+    name = str(device)
+    check_choice("device", name.split(":")[0], ("cpu", "cuda", "auto"))
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} is not available on this machine; allowed: 'cpu', 'auto'")
+    return torch.device(name)
+
+
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+          gen: torch.Generator) -> torch.Tensor:
+    if config.method == "mixup":
+        lam = float(np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=gen))).beta(
+            config.mixup_alpha, config.mixup_alpha))
+        perm = torch.randperm(len(y), generator=gen).to(x.device)
+        logits = model(lam * x + (1 - lam) * x[perm])
+        return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
+    return F.cross_entropy(model(x), y)
+
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def fit(model: nn.Module, train: Split, config: TrainConfig, device: str | torch.device = "cpu",
+        loss_fn: LossFn | None = None, progress: bool | None = None) -> list[float]:
+    """Train ``model`` in place; return the mean loss of each epoch.
+
+    ``loss_fn(model, x, y)`` replaces the recipe named by ``config.method`` (used by
+    adversarial training and distillation, which live in their own modules).
+    """
+    device = resolve_device(device)
+    gen = seed_everything(config.seed)
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    history = []
+    # progress=None shows the bar only on a terminal (never as a widget inside notebooks)
+    for _ in tqdm(range(config.epochs), desc="epochs", disable=None if progress is None else not progress,
+                  leave=False):
+        total, count = 0.0, 0
+        for x, y in batches(train, config.batch_size, shuffle=True, generator=gen):
+            x, y = x.to(device), y.to(device)
+            loss = loss_fn(model, x, y) if loss_fn else _loss(model, x, y, config, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, count = total + loss.item() * len(y), count + len(y)
+        history.append(total / max(count, 1))
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512,
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """Logits (N, K) of ``model`` on ``x`` in eval mode, returned on the CPU."""
+    device = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    out = [model(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, split: Split, device: str | torch.device = "cpu") -> float:
+    """Top-1 accuracy in percent."""
+    pred = predict_logits(model, split.x, device=device).argmax(1)
+    return 100.0 * (pred == split.y).float().mean().item()
+
+
+def train_cached(make_model: Callable[[], nn.Module], model_key: dict, data: DataSplits, config: TrainConfig,
+                 device: str | torch.device = "cpu", kind: str = "model", loss_fn: LossFn | None = None,
+                 extra_key: dict | None = None) -> nn.Module:
+    """Build with ``make_model`` and train with ``fit``, or load the stored weights.
+
+    The key covers ``model_key`` (how the model is built), the data fingerprint, the training
+    config and ``extra_key`` (whatever ``loss_fn`` depends on). Training always happens on
+    ``device``; the weights are stored on the CPU.
+    """
+    key = {"model": model_key, "data": list(data.fingerprint), "train": asdict(config), "extra": extra_key}
+
+    def build() -> dict:
+        model = make_model()
+        history = fit(model, data.train, config, device, loss_fn)
+        return {"state": {k: v.cpu() for k, v in model.state_dict().items()}, "history": history}
+
+    result = cached(kind, key, build)
+    model = make_model()
+    model.load_state_dict(result["state"])
+    model.history = result["history"]
+    return model.to(resolve_device(device)).eval()

@@ -1,0 +1,116 @@
+"""Widgets that still respond in the static book, with no kernel behind them.
+
+Every panel a control can show is rendered up front into an ipywidgets ``Output``; the panels
+sit in a ``Stack`` whose ``selected_index`` is tied to the control's ``index`` with ``jslink``.
+The link runs in the browser, and the executed notebook saves all widget state into the page,
+so moving the slider in the rendered HTML swaps panels without Python (ipywidgets docs: "Javascript
+links persist when embedding widgets in html web pages without a kernel").
+
+Several controls nest: the first control selects among Stacks, each indexed by the second, and
+so on; every inner Stack is linked to its control. In a live kernel (Jupyter, Binder) the same
+call with ``precompute=False`` renders only the initial panel and computes the others on demand.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["switcher"]
+
+
+def _control(name: str, values: Sequence[Any], labels: Sequence[str] | None):
+    import ipywidgets as W
+
+    labels = [str(v) for v in values] if labels is None else list(labels)
+    options = list(zip(labels, range(len(values))))
+    style = {"description_width": "initial"}
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return W.SelectionSlider(options=options, value=0, description=name, style=style,
+                                 continuous_update=True, layout=W.Layout(width="420px"))
+    return W.ToggleButtons(options=options, value=0, description=name, style=style)
+
+
+def _render_into(out, render: Callable[..., Any], kwargs: Mapping[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    with out:
+        result = render(**kwargs)
+        if result is not None:
+            display(result)
+        for num in plt.get_fignums():  # show figures the renderer left open, then free them
+            display(plt.figure(num))
+            plt.close(num)
+
+
+def switcher(controls: Mapping[str, Sequence[Any]], render: Callable[..., Any], *,
+             labels: Mapping[str, Sequence[str]] | None = None, initial: Mapping[str, Any] | None = None,
+             precompute: bool = True):
+    """A box of controls over precomputed panels ``render(**{name: value, ...})``.
+
+    Args:
+        controls: ordered ``{name: values}``; each name is a keyword of ``render``.
+        render: draws one panel: it may return something to ``display`` (a figure, a
+            DataFrame, HTML) and/or leave matplotlib figures open; both are shown.
+        labels: optional display labels per control.
+        initial: the value each control shows first (default: its first value).
+        precompute: render every combination now (needed for the static page).
+
+    Returns:
+        an ``ipywidgets.VBox`` (controls on top, the panel below) ready to display.
+
+    Example:
+        >>> box = switcher({"bits": [2, 4, 8]}, lambda bits: f"{bits} bits")  # doctest: +SKIP
+    """
+    import ipywidgets as W
+
+    if not controls:
+        raise ValueError("controls is empty; pass at least one {name: values}")
+    names = list(controls)
+    for name in names:
+        if len(controls[name]) == 0:
+            raise ValueError(f"control {name!r} has no values")
+    labels = labels or {}
+    start = {n: 0 for n in names}
+    for name, value in (initial or {}).items():
+        if name not in controls or value not in list(controls[name]):
+            allowed = list(controls.get(name, []))
+            raise ValueError(f"initial {name}={value!r} is not allowed; choose one of {allowed}")
+        start[name] = list(controls[name]).index(value)
+    widgets = {n: _control(n, list(controls[n]), labels.get(n)) for n in names}
+    for name, w in widgets.items():
+        w.index = start[name]
+
+    outputs: dict[tuple[int, ...], Any] = {}
+
+    def build(prefix: tuple[int, ...]):
+        depth = len(prefix)
+        if depth == len(names):
+            out = W.Output()
+            outputs[prefix] = out
+            return out
+        children = [build(prefix + (i,)) for i in range(len(controls[names[depth]]))]
+        stack = W.Stack(children=children, selected_index=start[names[depth]])
+        W.jslink((widgets[names[depth]], "index"), (stack, "selected_index"))
+        return stack
+
+    root = build(())
+
+    def fill(index: tuple[int, ...]) -> None:
+        out = outputs[index]
+        if not out.outputs:
+            _render_into(out, render, {n: controls[n][i] for n, i in zip(names, index)})
+
+    if precompute:
+        for index in itertools.product(*(range(len(controls[n])) for n in names)):
+            fill(index)
+    else:
+        fill(tuple(start[n] for n in names))
+
+        def on_change(_change) -> None:
+            fill(tuple(widgets[n].index for n in names))
+
+        for w in widgets.values():
+            w.observe(on_change, names="index")
+    return W.VBox([W.HBox(list(widgets.values())), root])

@@ -51,4 +51,7 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
 
 def check_bits(name: str, bits: int, allowed: Iterable[int] = ALLOWED_BITS) -> int:
     """A bit-width: an integer 2..16, or 32 for full precision (no quantization)."""
+    allowed = tuple(allowed)
+    if not isinstance(bits, int) or isinstance(bits, bool):  # 8.0 and True are not bit-widths
+        raise ValueError(f"{name}={bits!r} is not allowed; choose one of {_fmt(allowed)}")
     return check_choice(name, bits, allowed)

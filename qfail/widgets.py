@@ -83,6 +83,7 @@ def switcher(controls: Mapping[str, Sequence[Any]], render: Callable[..., Any], 
         w.index = start[name]
 
     outputs: dict[tuple[int, ...], Any] = {}
+    rendered: set[tuple[int, ...]] = set()  # kernel-side Output.outputs stays empty in a live kernel
 
     def build(prefix: tuple[int, ...]):
         depth = len(prefix)
@@ -98,9 +99,9 @@ def switcher(controls: Mapping[str, Sequence[Any]], render: Callable[..., Any], 
     root = build(())
 
     def fill(index: tuple[int, ...]) -> None:
-        out = outputs[index]
-        if not out.outputs:
-            _render_into(out, render, {n: controls[n][i] for n, i in zip(names, index)})
+        if index not in rendered:
+            rendered.add(index)
+            _render_into(outputs[index], render, {n: controls[n][i] for n, i in zip(names, index)})
 
     if precompute:
         for index in itertools.product(*(range(len(controls[n])) for n in names)):

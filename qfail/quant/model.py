@@ -217,8 +217,8 @@ def _resolve_policy(policy: Policy, names: list[str]) -> dict[str, tuple[int, in
         if unknown:
             raise ValueError(f"policy names unknown layer(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
         return {n: tuple(policy.get(n, (FULL_PRECISION, FULL_PRECISION))) for n in names}
-    if isinstance(policy, tuple) and len(policy) == 2 and all(isinstance(b, int) for b in policy):
-        return {n: policy for n in names}
+    if isinstance(policy, tuple) and len(policy) == 2 and not any(isinstance(b, (tuple, list)) for b in policy):
+        return {n: policy for n in names}  # one (weight_bits, act_bits) pair for every layer
     policy = list(policy)
     if len(policy) != len(names):
         raise ValueError(f"policy has {len(policy)} entries but the model has {len(names)} quantizable layers "
@@ -275,6 +275,8 @@ class QuantizedModel(nn.Module):
         for name in self.layer_names:
             _set_submodule(net, name, QuantLayer(net.get_submodule(name), config, *bits[name]))
         self.net = net
+        # new QuantLayers start in training mode; a PTQ model (folded BN) must not track ranges
+        self.train(model.training and not config.fold_bn)
 
     @property
     def layers(self) -> dict[str, QuantLayer]:

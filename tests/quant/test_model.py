@@ -1,0 +1,122 @@
+import pytest
+import torch
+from torch import nn
+
+import qfail
+from qfail.quant import QuantConfig, QuantLayer, fold_batchnorm, quantizable_layers, quantize_model
+
+
+def test_policy_dict_sets_the_named_layers(trained_cnn):
+    names = quantizable_layers(trained_cnn)
+    assert names == ["features.0", "features.4", "classifier.1"]
+    qm = quantize_model(trained_cnn, QuantConfig(act_mode="dynamic"), {"features.4": (3, 5)})
+    assert qm.policy == {"features.0": (32, 32), "features.4": (3, 5), "classifier.1": (32, 32)}
+    layer = qm.layers["features.4"]
+    assert isinstance(layer, QuantLayer)
+    assert len(layer.quantized_weight()[0].unique()) <= 2 ** 3
+    qm.set_policy([(8, 8), (4, 4), (2, 6)])
+    assert [(q.weight_bits, q.act_bits) for q in qm.layers.values()] == [(8, 8), (4, 4), (2, 6)]
+
+
+def test_only_named_layer_changes_output(trained_cnn, digits):
+    """Quantizing one layer touches exactly that layer: the float layers see float tensors."""
+    x = digits.test.x[:32]
+    qm = quantize_model(trained_cnn, QuantConfig(act_mode="dynamic"), {"classifier.1": (2, 32)})
+    seen = {}
+    for name, layer in qm.layers.items():
+        layer.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, i[0]))
+    out = qm(x)
+    with qm.full_precision():
+        ref = qm(x)
+    # the float convolutions computed exactly what the float model computes ...
+    float_features = trained_cnn.eval().features(x).flatten(1)
+    torch.testing.assert_close(seen["classifier.1"], float_features, rtol=1e-5, atol=1e-6)
+    # ... and only the named layer changed the output
+    assert not torch.allclose(out, ref)
+    torch.testing.assert_close(ref, trained_cnn.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_full_precision_switch_needs_no_copy(trained_cnn, digits):
+    qm = quantize_model(trained_cnn, QuantConfig(), (2, 2), calibration=[digits.train.x[:128]])
+    before = [p.data_ptr() for p in qm.parameters()]
+    with qm.full_precision():
+        fp = qm(digits.test.x[:64])
+    assert [p.data_ptr() for p in qm.parameters()] == before
+    torch.testing.assert_close(fp, trained_cnn.eval()(digits.test.x[:64]), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(qm(digits.test.x[:64]), fp)
+    assert all(q.enabled for q in qm.layers.values())
+
+
+def test_fold_batchnorm_preserves_function(digits):
+    model = qfail.build_model("resnet", (1, 8, 8), seed=0, depth=8, width=0.5)
+    model.train()
+    model(torch.rand(64, 1, 8, 8))  # non-trivial running statistics
+    model.eval()
+    x = torch.rand(16, 1, 8, 8)
+    ref = model(x)
+    import copy
+    folded = fold_batchnorm(copy.deepcopy(model))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    torch.testing.assert_close(folded(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_weight_only_and_activation_only_are_policies(trained_cnn, digits):
+    x = digits.test.x[:16]
+    wonly = quantize_model(trained_cnn, QuantConfig(act_mode="dynamic"), (4, 32))
+    aonly = quantize_model(trained_cnn, QuantConfig(act_mode="dynamic"), (32, 4))
+    for layer in wonly.layers.values():
+        assert torch.equal(layer.quantize_input(x.new_ones(2, 3)), x.new_ones(2, 3))
+    for layer in aonly.layers.values():
+        assert layer.quantized_weight() is layer.layer.weight
+
+
+def test_sample_act_bits_per_input(trained_cnn, digits):
+    qm = quantize_model(trained_cnn, QuantConfig(act_mode="dynamic"), (32, 8))
+    x = digits.test.x[:4]
+    bits = torch.tensor([[2, 2, 2], [8, 8, 8], [2, 2, 2], [8, 8, 8]])
+    qm.set_sample_act_bits(bits)
+    mixed = qm(x)
+    qm.set_sample_act_bits(None)
+    qm.set_policy((32, 2))
+    low = qm(x)
+    qm.set_policy((32, 8))
+    high = qm(x)
+    torch.testing.assert_close(mixed[0], low[0])
+    torch.testing.assert_close(mixed[1], high[1])
+    with pytest.raises(ValueError, match=r"bits must have shape \(B, 3\)"):
+        qm.set_sample_act_bits(torch.ones(4, 2))
+
+
+def test_qat_improves_low_bit_accuracy(trained_cnn, digits):
+    from qfail.quant import qat_config
+
+    qm = quantize_model(trained_cnn, qat_config(), (2, 2), calibration=[digits.train.x[:256]])
+    before = qfail.accuracy(qm, digits.val)
+    qfail.fit(qm, digits.train, qfail.TrainConfig(epochs=3, lr=1e-3))
+    assert qfail.accuracy(qm, digits.val) > before + 10
+
+
+def test_static_needs_calibration(trained_cnn, digits):
+    qm = quantize_model(trained_cnn, QuantConfig(), (8, 8))
+    with pytest.raises(RuntimeError, match="calibrate"):
+        qm(digits.test.x[:2])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"act_mode": "lazy"}, "act_mode='lazy' is not allowed; choose one of 'static', 'dynamic', 'pact'"),
+    ({"weight_granularity": "per_group"}, "weight_granularity='per_group' is not allowed"),
+    ({"observer": "kl"}, "observer='kl' is not allowed; choose one of 'minmax', 'percentile', 'mse'"),
+    ({"weight_method": "log"}, "weight_method='log' is not allowed"),
+])
+def test_config_raises(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        QuantConfig(**kwargs)
+
+
+def test_policy_raises(trained_cnn):
+    with pytest.raises(ValueError, match="policy names unknown layer"):
+        quantize_model(trained_cnn, QuantConfig(act_mode="dynamic"), {"fc9": (8, 8)})
+    with pytest.raises(ValueError, match="policy has 2 entries but the model has 3"):
+        quantize_model(trained_cnn, QuantConfig(act_mode="dynamic"), [(8, 8), (8, 8)])
+    with pytest.raises(ValueError, match=r"weight_bits=7\.5 is not allowed"):
+        quantize_model(trained_cnn, QuantConfig(act_mode="dynamic"), (7.5, 8))

@@ -1,0 +1,73 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from qfail.data import batches, load_data
+
+
+def test_digits_split_is_deterministic_and_disjoint():
+    a, b = load_data(seed=0), load_data(seed=0)
+    c = load_data(seed=1)
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
+    assert not torch.equal(a.train.x, c.train.x)
+    assert (len(a.train), len(a.val), len(a.test)) == (1078, 359, 360)
+    assert a.train.x.min() >= 0 and a.train.x.max() <= 1
+    rows = lambda s: {tuple(r) for r in s.x.flatten(1).tolist()}  # noqa: E731
+    assert not rows(a.train) & rows(a.test) or len(rows(a.train) & rows(a.test)) < 5  # digits has a few duplicates
+    assert torch.bincount(a.test.y).min() >= 30  # stratified: every class present
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_upscaling(size):
+    d = load_data(size=size, limit=10)
+    assert d.input_shape == (1, size, size)
+    assert d.train.x.min() >= 0 and d.train.x.max() <= 1
+
+
+def _write_idx(path, array, magic):
+    with gzip.open(path, "wb") if str(path).endswith(".gz") else open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def test_torchvision_mnist_path_with_generated_files(tmp_path):
+    """The MNIST loader reads torchvision's on-disk format; files are generated, never downloaded."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 50), ("t10k", 20)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), 2051)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, (n,)), 2049)
+    d = load_data("mnist", root=tmp_path, seed=0)
+    assert d.input_shape == (1, 28, 28)
+    assert (len(d.train), len(d.val), len(d.test)) == (45, 5, 20)
+    assert 0 <= d.train.x.min() and d.train.x.max() <= 1
+    assert load_data("mnist", root=tmp_path, size=16).input_shape == (1, 16, 16)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_missing_torchvision_data_gives_one_clear_line(tmp_path, name):
+    with pytest.raises(FileNotFoundError) as err:
+        load_data(name, root=tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and f"dataset={name!r} is not present" in message and "download=True" in message
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": "imagenet"}, "dataset='imagenet' is not allowed; choose one of 'digits', 'mnist'"),
+    ({"size": 12}, "size=12 is not allowed; choose one of None, 8, 16, 28, 32"),
+    ({"seed": -1}, "seed=-1 is out of range"),
+    ({"limit": 0}, "limit=0 is out of range"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        load_data(**kwargs)
+
+
+def test_batches_cover_split_once():
+    d = load_data(limit=100)
+    seen = torch.cat([y for _, y in batches(d.train, 32, shuffle=True, generator=torch.Generator().manual_seed(0))])
+    assert sorted(seen.tolist()) == sorted(d.train.y.tolist())

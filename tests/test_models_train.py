@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+import qfail
+from qfail.models import build_model
+
+
+@pytest.mark.parametrize("name, kwargs", [("mlp", {}), ("cnn", {}), ("resnet", {"depth": 8, "width": 0.5})])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
+def test_models_run_on_small_and_cifar_sizes(name, kwargs, shape):
+    model = build_model(name, shape, seed=0, **kwargs)
+    assert model(torch.rand(2, *shape)).shape == (2, 10)
+    torch.fx.symbolic_trace(model)  # every model traces (needed by BN folding and INT8)
+
+
+def test_resnet20_depth():
+    model = build_model("resnet", (3, 32, 32), depth=20)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) == 19  # 1 stem + 9 blocks x 2
+    with pytest.raises(ValueError, match="depth=21 is not allowed"):
+        build_model("resnet", (3, 32, 32), depth=21)
+    with pytest.raises(ValueError, match="model='vgg' is not allowed; choose one of 'mlp', 'cnn', 'resnet'"):
+        build_model("vgg", (3, 32, 32))
+
+
+def test_training_is_deterministic(digits):
+    def run():
+        model = build_model("cnn", digits.input_shape, seed=3)
+        qfail.fit(model, digits.train.subset(300), qfail.TrainConfig(epochs=2, seed=3, method="mixup"))
+        return model.state_dict()
+
+    a, b = run(), run()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_training_learns(trained_cnn, digits):
+    assert qfail.accuracy(trained_cnn, digits.test) > 95
+
+
+def test_train_cached_reuses_weights(digits, monkeypatch):
+    calls = []
+    data = qfail.load_data(limit=200)
+
+    def make():
+        calls.append(1)
+        return build_model("mlp", data.input_shape, seed=0)
+
+    cfg = qfail.TrainConfig(epochs=1)
+    a = qfail.train_cached(make, {"name": "mlp"}, data, cfg)
+    b = qfail.train_cached(make, {"name": "mlp"}, data, cfg)
+    assert len(calls) == 3  # built for training + loading, then only for loading
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "sgd"}, "method='sgd' is not allowed; choose one of 'standard', 'mixup'"),
+    ({"epochs": -1}, "epochs=-1 is out of range"),
+    ({"lr": "fast"}, "lr='fast' must be a number"),
+])
+def test_train_config_raises(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        qfail.TrainConfig(**kwargs)
+
+
+def test_device_validation():
+    with pytest.raises(ValueError, match="device='tpu' is not allowed"):
+        qfail.train.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda' is not available"):
+            qfail.train.resolve_device("cuda")

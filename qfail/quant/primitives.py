@@ -110,13 +110,33 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
                   q_min, q_max) -> torch.Tensor:
     """Simulated quantization with the clipped STE.
 
-    Without autograd it is the plain three-op formula (no mask is built, which is why it runs
-    about twice as fast as ``torch.fake_quantize_per_tensor_affine``, see benchmarks/).
+    Without autograd it is the plain formula computed in place (no mask is built, which is why
+    it runs about 2.5x faster than ``torch.fake_quantize_per_tensor_affine``, see benchmarks/).
+    With autograd, per-tensor and per-channel grids use torch's fused kernels, whose gradient is
+    the same clipped STE; other shapes (per-sample bits) use :class:`_FakeQuantizeSTE`.
     """
     if torch.is_grad_enabled() and x.requires_grad:
+        fused = _fused(x, scale, zero_point, q_min, q_max)
+        if fused is not None:
+            return fused
         return _FakeQuantizeSTE.apply(x, scale, zero_point, q_min, q_max)
     q = torch.round(x / scale)  # a fresh tensor: the in-place steps below touch nothing else
     return q.add_(zero_point).clamp_(q_min, q_max).sub_(zero_point).mul_(scale)
+
+
+def _fused(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q_min, q_max) -> torch.Tensor | None:
+    """torch's fused fake-quant (forward and STE backward) where its semantics fit, else None."""
+    if isinstance(q_min, torch.Tensor) or x.dtype != torch.float32 or scale.requires_grad:
+        return None
+    scale, zero_point = scale.detach().float(), zero_point.detach()
+    if scale.numel() == 1:
+        return torch.fake_quantize_per_tensor_affine(x, scale.reshape(()), zero_point.reshape(()).int(),
+                                                     int(q_min), int(q_max))
+    axes = [d for d, n in enumerate(scale.shape) if n != 1]
+    if len(axes) == 1 and scale.dim() == x.dim() and scale.shape[axes[0]] == x.shape[axes[0]]:
+        return torch.fake_quantize_per_channel_affine(x, scale.flatten(), zero_point.flatten().int(), axes[0],
+                                                      int(q_min), int(q_max))
+    return None
 
 
 def _reduce_dims(x: torch.Tensor, axis: int | None) -> tuple[int, ...]:

@@ -1,0 +1,95 @@
+"""qfail benchmarks, measured in one run on this machine (``make bench``).
+
+1. Fake quantization of 4M float32 values: qfail vs torch's fused ops
+   (``torch.fake_quantize_per_tensor_affine`` / ``per_channel_affine``), 4 and 8 bits,
+   inference (no autograd) and forward+backward. Goal: qfail/torch <= 1.1.
+2. Real INT8 (``qfail.quant.int8_dynamic``, x86 engine) vs FP32 on a Linear-heavy MLP
+   1024-4096-4096-10, batch 64. Goal: >= 3.9x smaller, >= 2x faster.
+
+Timings are medians over repeated calls after warm-up; this is a shared 2-core machine, so
+differences under ~10% are noise.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from qfail.quant import choose_qparams, fake_quantize, int8_dynamic, latency_ms, qrange, serialized_size
+
+
+def paired_ms(ours, ref, repeats: int = 30, warmup: int = 5) -> tuple[float, float]:
+    """Medians of interleaved calls, so both sides see the same machine state (allocator, load)."""
+    for _ in range(warmup):
+        ours(), ref()
+    a, b = [], []
+    for _ in range(repeats):
+        for fn, acc in ((ours, a), (ref, b)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(a), 1e3 * statistics.median(b)
+
+
+def fake_quant_rows() -> list[tuple]:
+    torch.manual_seed(0)
+    x = torch.randn(1024, 4096)  # 4.19M values
+    rows = []
+    for bits in (8, 4):
+        r = qrange(bits, "asymmetric")
+        s, z = choose_qparams(x.min(), x.max(), bits)
+        s_f, z_i = float(s), int(z)
+        with torch.no_grad():
+            ours, ref = paired_ms(lambda: fake_quantize(x, s, z, r.q_min, r.q_max),
+                                  lambda: torch.fake_quantize_per_tensor_affine(x, s_f, z_i, r.q_min, r.q_max))
+        rows.append((f"per-tensor {bits}-bit, inference", ours, ref))
+        # per output channel, symmetric
+        rs = qrange(bits, "symmetric")
+        amax = x.abs().amax(dim=1)
+        sc, zc = choose_qparams(-amax, amax, bits, "symmetric")
+        zc_i = zc.to(torch.int32)
+        with torch.no_grad():
+            ours, ref = paired_ms(lambda: fake_quantize(x, sc[:, None], zc[:, None], rs.q_min, rs.q_max),
+                                  lambda: torch.fake_quantize_per_channel_affine(x, sc, zc_i, 0, rs.q_min, rs.q_max))
+        rows.append((f"per-channel {bits}-bit, inference", ours, ref))
+        xg = x.clone().requires_grad_(True)
+        g = torch.ones_like(x)
+
+        def ours_fb():
+            fake_quantize(xg, s, z, r.q_min, r.q_max).backward(g)
+
+        def ref_fb():
+            torch.fake_quantize_per_tensor_affine(xg, s_f, z_i, r.q_min, r.q_max).backward(g)
+
+        rows.append((f"per-tensor {bits}-bit, forward+backward", *paired_ms(ours_fb, ref_fb, 15)))
+    return rows
+
+
+def int8_rows() -> tuple[float, float, float, float]:
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 10)).eval()
+    q = int8_dynamic(mlp, engine="x86")
+    x = torch.randn(64, 1024)
+    return (serialized_size(mlp), serialized_size(q), latency_ms(mlp, x, repeats=30, engine="x86"),
+            latency_ms(q, x, repeats=30, engine="x86"))
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print("1. fake quantization of 4.19M float32 values (ms per call; goal qfail/torch <= 1.10)")
+    print(f"{'case':40s} {'qfail':>8s} {'torch':>8s} {'ratio':>7s}")
+    for name, ours, ref in fake_quant_rows():
+        print(f"{name:40s} {ours:8.2f} {ref:8.2f} {ours / ref:7.2f}")
+    fp_size, q_size, fp_ms, q_ms = int8_rows()
+    print("\n2. real INT8 (dynamic, x86) vs FP32, MLP 1024-4096-4096-10, batch 64 (goal >= 3.9x smaller, >= 2x faster)")
+    print(f"{'':10s} {'size (MB)':>10s} {'latency (ms)':>13s}")
+    print(f"{'FP32':10s} {fp_size / 2**20:10.2f} {fp_ms:13.2f}")
+    print(f"{'INT8':10s} {q_size / 2**20:10.2f} {q_ms:13.2f}")
+    print(f"INT8 is {fp_size / q_size:.2f}x smaller and {fp_ms / q_ms:.2f}x faster")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The rendering pipeline: the book builds with warnings as errors, and its widgets work offline.
+
+The chapters are executed with small parameters by the runner and staged into a copy of the
+book (execution off), so this checks Sphinx/MyST-NB, the vendored scripts and the widget state
+without the full-size computation (``make book`` does that).
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from qfail import book, runner
+
+pytestmark = pytest.mark.book
+SMALL = {"primer": {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bits": "2"}}
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("book")
+    executed = {name: runner.run_chapter(name, params, tmp / "runs") for name, params in SMALL.items()}
+    root = book.stage_book(tmp / "src", executed)
+    jb = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run([str(jb), "build", str(root), "-W", "--keep-going"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root / "_build" / "html"
+
+
+def test_pages_exist_with_widget_state_and_local_scripts(site):
+    page = (site / "notebooks" / "primer.html").read_text()
+    assert 'application/vnd.jupyter.widget-state+json' in page
+    assert page.count('src="../_static/embed-amd.js') == 1 and page.count('src="../_static/require.min.js') == 1
+    assert "cdn.jsdelivr" not in page and "cdnjs" not in page
+    assert (site / "_static" / "mathjax" / "tex-mml-chtml.js").exists()
+    assert "embed-amd.js" not in (site / "book" / "intro.html").read_text()  # only widget pages load it
+    assert "Bibliography" in (site / "book" / "references.html").read_text() or \
+        "Frank" in (site / "book" / "references.html").read_text()
+
+
+@pytest.fixture(scope="module")
+def server(site):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+_VISIBLE_IMAGES = """() => Array.from(document.querySelectorAll('.jupyter-widgets img'))
+    .filter(img => img.offsetParent !== null).map(img => img.src.slice(-200))"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+def test_widgets_respond_in_browser_without_network(server):
+    from playwright.sync_api import sync_playwright
+
+    requests: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page()
+
+        def route(r):
+            requests.append(r.request.url)
+            if r.request.url.startswith(server):
+                r.continue_()
+            else:
+                r.abort()
+
+        page.route("**/*", route)
+        page.goto(f"{server}/notebooks/primer.html", wait_until="load")
+        handle = page.locator(".widget-slider .noUi-handle").first
+        handle.wait_for(state="visible", timeout=30_000)
+        page.wait_for_timeout(500)
+        assert "Loading widget" not in page.inner_text("body")
+        readout = page.locator(".widget-slider .widget-readout").first
+        assert readout.inner_text().strip() == "2"
+        before = page.evaluate(_VISIBLE_IMAGES)
+        assert len(before) == 1
+        handle.focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(500)
+        after = page.evaluate(_VISIBLE_IMAGES)
+        assert readout.inner_text().strip() == "4"
+        assert len(after) == 1 and after != before
+        math = page.locator("mjx-container").count()
+        browser.close()
+    outside = [u for u in requests if not u.startswith(server) and not u.startswith("data:")]
+    assert not outside, f"requests left the site: {outside[:5]}"
+    assert math > 0, "MathJax (served locally) did not typeset the formulas"

@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import subprocess
+
     from . import runner
 
     args = _parser().parse_args(argv)
@@ -54,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except runner.ChapterError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as err:
+        print(f"error: {Path(err.cmd[0]).name} failed with exit status {err.returncode}; its log is above",
+              file=sys.stderr)
         return 1
     return 0
 

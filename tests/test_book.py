@@ -99,3 +99,23 @@ def test_widgets_respond_in_browser_without_network(server):
     outside = [u for u in requests if not u.startswith(server) and not u.startswith("data:")]
     assert not outside, f"requests left the site: {outside[:5]}"
     assert math > 0, "MathJax (served locally) did not typeset the formulas"
+
+
+def test_a_failing_cell_fails_the_build(tmp_path):
+    """No silently broken chapter: the real _config.yml makes a raising cell stop the build."""
+    import yaml
+
+    shutil.copy(book.ROOT / "_config.yml", tmp_path / "_config.yml")
+    config = yaml.safe_load((tmp_path / "_config.yml").read_text())
+    for key in ("html_static_path", "bibtex_reference_style"):  # no assets or bibliography needed here
+        config["sphinx"]["config"].pop(key)
+    config.pop("bibtex_bibfiles")
+    (tmp_path / "_config.yml").write_text(yaml.safe_dump(config))
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: broken\n")
+    (tmp_path / "broken.md").write_text(
+        "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n"
+        "  display_name: Python 3\n---\n# Broken\n\n```{code-cell} ipython3\nraise ValueError('boom')\n```\n")
+    jb = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run([str(jb), "build", str(tmp_path), "-W"], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "boom" in proc.stdout + proc.stderr

@@ -301,9 +301,11 @@ class QuantizedModel(nn.Module):
     @torch.no_grad()
     def calibrate(self, batches: Iterable[torch.Tensor]) -> "QuantizedModel":
         """Static PTQ: observe activation ranges on ``batches`` (inputs only) and freeze them."""
+        if self.config.act_mode != "static":
+            return self  # dynamic and PACT ranges need no calibration
         was_training = self.training
         self.eval()
-        layers = [q for q in self.layers.values() if self.config.act_mode == "static"]
+        layers = list(self.layers.values())
         for q in layers:
             q.start_calibration()
         for x in batches:

@@ -27,9 +27,8 @@ def _fmt(values: Iterable[Any]) -> str:
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     """Return ``value`` if it is one of ``allowed``, else raise a one-line ValueError."""
     allowed = tuple(allowed)
-    if isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed):
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {_fmt(allowed)}")
-    if value not in allowed:
+    # 8.0 == 8 and True == 1 in Python; a value must also have the type of an allowed one
+    if value not in allowed or type(value) not in {type(a) for a in allowed}:
         raise ValueError(f"{name}={value!r} is not allowed; choose one of {_fmt(allowed)}")
     return value
 
@@ -51,7 +50,4 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
 
 def check_bits(name: str, bits: int, allowed: Iterable[int] = ALLOWED_BITS) -> int:
     """A bit-width: an integer 2..16, or 32 for full precision (no quantization)."""
-    allowed = tuple(allowed)
-    if not isinstance(bits, int) or isinstance(bits, bool):  # 8.0 and True are not bit-widths
-        raise ValueError(f"{name}={bits!r} is not allowed; choose one of {_fmt(allowed)}")
     return check_choice(name, bits, allowed)

@@ -18,10 +18,10 @@ from torch import nn
 from ._validate import FULL_PRECISION, check_bits, check_choice
 from .cache import cached
 from .data import DataSplits
-from .quant import QuantConfig, QuantizedModel, qat_config, quantize_model
+from .quant import QuantConfig, QuantizedModel, fake_quantize_tensor, pwlq_quantize, qat_config, quantize_model
 from .train import TrainConfig, accuracy, fit
 
-__all__ = ["PARTS", "METHODS", "policy_for", "quantized", "accuracy_sweep"]
+__all__ = ["PARTS", "METHODS", "policy_for", "quantized", "accuracy_sweep", "largest_weight", "rounding_error"]
 
 PARTS = ("weights", "activations", "both")
 METHODS = ("static", "dynamic", "qat", "pwlq")
@@ -80,3 +80,21 @@ def accuracy_sweep(model: nn.Module, data: DataSplits, bit_widths: Sequence[int]
                 rows.append({"method": method, "part": part, "bits": bits,
                              "accuracy": accuracy(qm, data.test, device)})
     return pd.DataFrame(rows)
+
+
+def largest_weight(model: nn.Module) -> tuple[str, torch.Tensor]:
+    """Name and (detached) weight of the Conv/Linear layer with the most weights."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if not layers:
+        raise ValueError("model has no Conv2d or Linear layer")
+    name, layer = max(layers, key=lambda nm: nm[1].weight.numel())
+    return name, layer.weight.detach()
+
+
+def rounding_error(w: torch.Tensor, bit_widths: Sequence[int]) -> pd.DataFrame:
+    """Mean squared rounding error of ``w`` per bit-width: per-tensor, per-channel and PWLQ grids."""
+    rows = [{"bits": b,
+             "per-tensor": (fake_quantize_tensor(w, b, "symmetric") - w).pow(2).mean().item(),
+             "per-channel": (fake_quantize_tensor(w, b, "symmetric", axis=0) - w).pow(2).mean().item(),
+             "PWLQ per-channel": (pwlq_quantize(w, b) - w).pow(2).mean().item()} for b in bit_widths]
+    return pd.DataFrame(rows).set_index("bits")

@@ -27,7 +27,7 @@ from .._validate import check_choice
 from .model import QuantConfig, QuantizedModel, quantize_model
 
 __all__ = ["ENGINES", "int8_dynamic", "int8_static", "serialized_size", "latency_ms",
-           "fake_quant_twin", "quantized_engine"]
+           "fake_quant_twin", "quantized_engine", "footprint"]
 
 ENGINES = tuple(e for e in ("x86", "fbgemm", "qnnpack") if e in torch.backends.quantized.supported_engines)
 
@@ -99,7 +99,7 @@ def fake_quant_twin(model: nn.Module, calibration: Iterable[torch.Tensor], dynam
     if dynamic:
         config = QuantConfig(act_mode="dynamic", weight_granularity="per_tensor")
         qm = quantize_model(model, config, policy=(8, 8))
-        for name, layer in qm.layers.items():  # quantize_dynamic leaves convs in float
+        for layer in qm.layers.values():  # quantize_dynamic leaves convs in float
             if not isinstance(layer.layer, nn.Linear):
                 layer.set_bits(32, 32)
         return qm
@@ -127,3 +127,14 @@ def latency_ms(model: nn.Module, x: torch.Tensor, repeats: int = 50, warmup: int
             times.append(time.perf_counter() - t0)
     times.sort()
     return 1e3 * times[len(times) // 2]
+
+
+def footprint(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Serialized size (KB) and median latency (ms) for each named input batch.
+
+    Example: ``footprint(int8_dynamic(net), {"batch 1": x[:1], "batch 256": x[:256]})``.
+    """
+    row = {"size (KB)": serialized_size(model) / 1024}
+    for label, x in inputs.items():
+        row[f"latency {label} (ms)"] = latency_ms(model, x)
+    return row

@@ -42,3 +42,26 @@ def accuracy_vs_bits(ax: plt.Axes, table: pd.DataFrame, part: str, highlight: in
     ax.set_ylim(0, 101)
     ax.set_title(f"quantized: {part}")
     ax.legend(fontsize=7, loc="lower right")
+
+
+STATUS_COLOURS = {"certified": "#4c9a5b", "refuted": "#c8553d", "unknown": "#b8b8b8"}
+
+
+def status_map(ax, status, cells: int, extent: tuple[float, float, float, float], title: str = "",
+               labels: tuple[str, str] = ("", "")) -> None:
+    """Cells of a 2-D grid coloured by verification status (row-major, first axis vertical)."""
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    names = list(STATUS_COLOURS)
+    codes = np.array([names.index(s) for s in status]).reshape(cells, cells)
+    ax.imshow(codes, origin="lower", extent=(extent[2], extent[3], extent[0], extent[1]), aspect="auto",
+              cmap=ListedColormap(list(STATUS_COLOURS.values())), vmin=0, vmax=len(names) - 1,
+              interpolation="nearest")
+    ax.set_xlabel(labels[1])
+    ax.set_ylabel(labels[0])
+    ax.set_title(title)
+    share = {n: 100 * float((np.asarray(status) == n).mean()) for n in names}
+    ax.legend(handles=[Patch(color=c, label=f"{n} {share[n]:.0f}%") for n, c in STATUS_COLOURS.items()],
+              loc="upper right", fontsize=8, framealpha=0.9)

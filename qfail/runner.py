@@ -127,7 +127,7 @@ def _coerce(p: Parameter, raw: Any, chapter: str) -> Any:
         return raw if isinstance(raw, str) else str(value)
     m = re.fullmatch(r"list\[(int|float|str)\]", ann)
     if m:
-        if isinstance(value, str) and isinstance(raw, str):
+        if isinstance(raw, str):  # "2,4,8", "[2, 4]" or a single "8"
             value = [_parse_text(v.strip()) for v in raw.strip("[]").split(",") if v.strip()]
         if isinstance(value, tuple):
             value = list(value)

@@ -19,7 +19,9 @@ import pytest
 from qfail import book, runner
 
 pytestmark = pytest.mark.book
-SMALL = {"primer": {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bits": "2"}}
+SMALL = {"primer": {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bits": "2"},
+         "moon": {"rl_updates": "5", "episodes": "2", "bit_widths": "8,2", "qat_updates": "1", "eps_values": "0.03,0.1",
+                  "eps": "0.03", "verified_states": "30", "grid_cells": "4", "bits": "8"}}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -99,6 +101,42 @@ def test_widgets_respond_in_browser_without_network(server):
     outside = [u for u in requests if not u.startswith(server) and not u.startswith("data:")]
     assert not outside, f"requests left the site: {outside[:5]}"
     assert math > 0, "MathJax (served locally) did not typeset the formulas"
+
+
+_VISIBLE_PANEL = """() => Array.from(document.querySelectorAll('.jupyter-widgets .widget-output'))
+    .filter(o => o.offsetParent !== null && o.innerText.trim().length > 0).map(o => o.innerText).join('|')"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+def test_two_nested_controls_respond_in_browser(server):
+    """The Moon chapter's bits x eps switcher: each slider swaps what is visible."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server) else r.abort())
+        page.goto(f"{server}/notebooks/moon.html", wait_until="load")
+        handles = page.locator(".widget-slider .noUi-handle")
+        handles.first.wait_for(state="visible", timeout=30_000)
+        page.wait_for_timeout(500)
+        assert handles.count() == 2
+        readouts = page.locator(".widget-slider .widget-readout")
+        assert [readouts.nth(i).inner_text().strip() for i in range(2)] == ["8", "0.03"]
+        start_images, start_text = page.evaluate(_VISIBLE_IMAGES), page.evaluate(_VISIBLE_PANEL)
+        assert len(start_images) == 1 and "0.03" in start_text
+        handles.nth(1).focus()
+        page.keyboard.press("ArrowRight")  # eps 0.03 -> 0.1: same maps, other table rows
+        page.wait_for_timeout(500)
+        assert readouts.nth(1).inner_text().strip() == "0.1"
+        eps_text = page.evaluate(_VISIBLE_PANEL)
+        assert eps_text != start_text and "0.1" in eps_text
+        handles.nth(0).focus()
+        page.keyboard.press("ArrowRight")  # bits 8 -> 2: other maps
+        page.wait_for_timeout(500)
+        assert readouts.nth(0).inner_text().strip() == "2"
+        assert page.evaluate(_VISIBLE_IMAGES) != start_images
+        browser.close()
 
 
 def test_a_failing_cell_fails_the_build(tmp_path):

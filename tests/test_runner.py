@@ -29,6 +29,9 @@ def test_bad_parameters_fail_in_one_line(given, message):
 def test_good_parameters_are_typed():
     values = runner.coerce_parameters("primer", {"seed": "2", "bit_widths": "2,4", "model": "mlp"})
     assert values == {"seed": 2, "bit_widths": [2, 4], "model": "mlp"}
+    assert runner.coerce_parameters("primer", {"bit_widths": "8"}) == {"bit_widths": [8]}
+    assert runner.coerce_parameters("moon", {"eps_values": "0.03", "eps": "0.03"}) == {"eps_values": [0.03],
+                                                                                      "eps": 0.03}
 
 
 def test_unknown_chapter():

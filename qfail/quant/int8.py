@@ -26,7 +26,7 @@ from torch import nn
 from .._validate import check_choice
 from .model import QuantConfig, QuantizedModel, quantize_model
 
-__all__ = ["ENGINES", "int8_dynamic", "int8_static", "serialized_size", "latency_ms",
+__all__ = ["ENGINES", "int8_dynamic", "int8_static", "serialized_size", "packed_size", "latency_ms",
            "fake_quant_twin", "quantized_engine", "footprint"]
 
 ENGINES = tuple(e for e in ("x86", "fbgemm", "qnnpack") if e in torch.backends.quantized.supported_engines)
@@ -104,6 +104,21 @@ def fake_quant_twin(model: nn.Module, calibration: Iterable[torch.Tensor], dynam
                 layer.set_bits(32, 32)
         return qm
     return quantize_model(model, QuantConfig(), policy=(8, 8), calibration=calibration)
+
+
+def packed_size(model: QuantizedModel) -> int:
+    """Bytes a fake-quantized model would need if packed: every weight at its bit-width, biases
+    and one float32 scale and zero point per weight channel (or per tensor) as float32.
+
+    An ideal figure (no file format, no padding), for bit-widths that torch has no kernel for.
+    """
+    bits_total = 0
+    for layer in model.layers.values():
+        w, b = layer.layer.weight, layer.layer.bias
+        groups = w.shape[0] if layer.config.weight_granularity == "per_channel" else 1
+        bits_total += w.numel() * layer.weight_bits + (0 if layer.weight_bits == 32 else 64 * groups)
+        bits_total += 0 if b is None else 32 * b.numel()
+    return (bits_total + 7) // 8
 
 
 def serialized_size(model: nn.Module) -> int:

@@ -18,6 +18,8 @@ ALLOWED_BITS: tuple[int, ...] = tuple(range(2, 17)) + (FULL_PRECISION,)
 def _fmt(values: Iterable[Any]) -> str:
     values = list(values)
     ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    if ints and len(values) > 4 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}..{values[-1]}"
     if ints and len(values) > 4 and values[: -1] == list(range(values[0], values[-2] + 1)):
         # 2..16 and 32 read better than sixteen numbers
         return f"{values[0]}..{values[-2]} or {values[-1]}"

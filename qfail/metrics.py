@@ -106,7 +106,8 @@ def separation(score: np.ndarray, is_disagreement: np.ndarray, seed: int = 0) ->
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.1, random_state=seed, stratify=y)
     if len(set(y_te)) < 2:
         return out
-    clf = LogisticRegressionCV(cv=3, max_iter=5000, l1_ratios=(0.0,), scoring="accuracy").fit(x_tr, y_tr)
+    clf = LogisticRegressionCV(cv=3, max_iter=5000, l1_ratios=(0.0,), scoring="accuracy",
+                               use_legacy_attributes=False).fit(x_tr, y_tr)
     p = clf.predict_proba(x_te)[:, 1]
     fpr, tpr, _ = roc_curve(y_te, p)
     out.update({"AUROC": float(roc_auc_score(y_te, p)), "AUPR": float(average_precision_score(y_te, p)),

@@ -28,8 +28,8 @@ from .distill import kd_loss
 from .quant.model import QuantConfig, QuantizedModel, qat_config, quantize_model
 from .train import TrainConfig, fit, seed_everything
 
-__all__ = ["RLConfig", "Rollouts", "policy_net", "reinforce", "train_policy", "rollout", "decisions", "qat_policy", "QAT_METHODS", "policy_table",
-           "ENV_ID", "OBS_NAMES"]
+__all__ = ["RLConfig", "Rollouts", "policy_net", "reinforce", "train_policy", "rollout", "qat_policy", "QAT_METHODS",
+           "policy_table", "ENV_ID", "OBS_NAMES"]
 
 ENV_ID = "CartPole-v1"
 OBS_NAMES = ("cart position", "cart velocity", "pole angle", "pole angular velocity")
@@ -209,15 +209,6 @@ def rollout(net: nn.Module, episodes: int = 20, seed: int = 0, max_steps: int = 
     return Rollouts(np.array(rewards), torch.cat(states), torch.tensor(actions))
 
 
-@torch.inference_mode()
-def decisions(net: nn.Module, states: torch.Tensor, one_at_a_time: bool = False) -> torch.Tensor:
-    """Greedy actions on ``states``; ``one_at_a_time`` for models whose output depends on the batch
-    (torch's dynamic INT8 picks one activation scale per call)."""
-    if one_at_a_time:
-        return torch.cat([net(s.unsqueeze(0)).argmax(1) for s in states])
-    return net(states).argmax(1)
-
-
 QAT_METHODS = ("reinforce", "distill")
 
 
@@ -275,7 +266,7 @@ def policy_table(models: dict[str, nn.Module], reference: Rollouts, episodes: in
     """
     import pandas as pd
 
-    from .quant.int8 import latency_ms, packed_size, serialized_size
+    from .quant.int8 import decide, latency_ms, packed_size, serialized_size
 
     batch_1, batch_1024 = reference.states[:1], reference.states[:1024]
     rows = []
@@ -283,7 +274,7 @@ def policy_table(models: dict[str, nn.Module], reference: Rollouts, episodes: in
         fake = isinstance(model, QuantizedModel)
         timed = (timing or {}).get(name, not fake)
         played = rollout(model, episodes, seed=seed)
-        acts = decisions(model, reference.states, one_at_a_time=_per_call_scale(model))
+        acts = decide(model, reference.states)
         rows.append({
             "policy": name,
             "size (KB)": (packed_size(model) if fake else serialized_size(model)) / 1024,
@@ -296,8 +287,3 @@ def policy_table(models: dict[str, nn.Module], reference: Rollouts, episodes: in
         })
     return pd.DataFrame(rows).set_index("policy")
 
-
-def _per_call_scale(model: nn.Module) -> bool:
-    from torch.ao.nn.quantized import dynamic as nnqd
-
-    return any(isinstance(m, nnqd.Linear) for m in model.modules())

@@ -39,7 +39,7 @@ from torch import nn
 
 from ._validate import check_choice, check_range
 from .quant.model import QuantizedModel, QuantLayer
-from .rl import _per_call_scale
+from .quant.int8 import decide
 
 __all__ = ["Affine", "ReLU", "ActQuant", "Program", "extract", "bounds", "margin_spec", "certified_actions",
            "falsify", "verify_consistency", "Verdict", "METHODS", "moon_inn", "inn_ablation", "grid_boxes", "consistency_sweep"]
@@ -352,14 +352,6 @@ def certified_actions(program: Program, lo: torch.Tensor, hi: torch.Tensor, meth
 
 
 # ----- falsifier ---------------------------------------------------------------------------------
-def _decide(model: nn.Module, x: torch.Tensor, one_at_a_time: bool) -> torch.Tensor:
-    with torch.inference_mode():
-        x = x.float()
-        if one_at_a_time:
-            return torch.cat([model(r.unsqueeze(0)).argmax(1) for r in x])
-        return model(x).argmax(1)
-
-
 def falsify(fp: tuple[nn.Module, Program], q: tuple[nn.Module, Program], lo: torch.Tensor, hi: torch.Tensor,
             samples: int = 32, steps: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Search each box for an input where the two networks decide differently.
@@ -413,8 +405,7 @@ def falsify(fp: tuple[nn.Module, Program], q: tuple[nn.Module, Program], lo: tor
     differ = torch.zeros(n * k, dtype=torch.bool)
     if promising.any():
         pts_ = chosen[promising]
-        differ[promising] = (_decide(fp_model, pts_, _per_call_scale(fp_model))
-                             != _decide(q_model, pts_, _per_call_scale(q_model)))
+        differ[promising] = decide(fp_model, pts_) != decide(q_model, pts_)
     differ = differ.reshape(n, k)
     found = differ.any(1)
     first = differ.float().argmax(1)

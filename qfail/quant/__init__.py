@@ -1,5 +1,5 @@
 """Quantization: primitives, observers, PACT, PWLQ, model wrapping and real INT8."""
-from .int8 import (ENGINES, fake_quant_twin, footprint, int8_dynamic, int8_static, latency_ms, packed_size, quantized_engine,
+from .int8 import (ENGINES, decide, fake_quant_twin, footprint, int8_dynamic, int8_static, latency_ms, packed_size, per_call_scale, quantized_engine,
                    serialized_size)
 from .model import (ACT_MODES, GRANULARITIES, WEIGHT_METHODS, QuantConfig, QuantizedModel, QuantLayer,
                     fold_batchnorm, qat_config, quantizable_layers, quantize_model)
@@ -10,7 +10,7 @@ from .primitives import (SCHEMES, QRange, choose_qparams, dequantize, fake_quant
 from .pwlq import pwlq_breakpoints, pwlq_quantize
 
 __all__ = [
-    "ENGINES", "fake_quant_twin", "footprint", "int8_dynamic", "int8_static", "latency_ms", "packed_size", "quantized_engine",
+    "ENGINES", "decide", "per_call_scale", "fake_quant_twin", "footprint", "int8_dynamic", "int8_static", "latency_ms", "packed_size", "quantized_engine",
     "serialized_size", "ACT_MODES", "GRANULARITIES", "WEIGHT_METHODS", "QuantConfig", "QuantizedModel",
     "QuantLayer", "fold_batchnorm", "qat_config", "quantizable_layers", "quantize_model", "OBSERVERS",
     "Observer", "PACT", "pact_quantize", "SCHEMES", "QRange", "choose_qparams", "dequantize",

@@ -26,7 +26,7 @@ from torch import nn
 from .._validate import check_choice
 from .model import QuantConfig, QuantizedModel, quantize_model
 
-__all__ = ["ENGINES", "int8_dynamic", "int8_static", "serialized_size", "packed_size", "latency_ms",
+__all__ = ["ENGINES", "int8_dynamic", "int8_static", "serialized_size", "packed_size", "per_call_scale", "decide", "latency_ms",
            "fake_quant_twin", "quantized_engine", "footprint"]
 
 ENGINES = tuple(e for e in ("x86", "fbgemm", "qnnpack") if e in torch.backends.quantized.supported_engines)
@@ -104,6 +104,23 @@ def fake_quant_twin(model: nn.Module, calibration: Iterable[torch.Tensor], dynam
                 layer.set_bits(32, 32)
         return qm
     return quantize_model(model, QuantConfig(), policy=(8, 8), calibration=calibration)
+
+
+def per_call_scale(model: nn.Module) -> bool:
+    """True for torch.ao dynamic INT8 models: one activation scale per call, so a row's output
+    depends on the rest of its batch."""
+    from torch.ao.nn.quantized import dynamic as nnqd
+
+    return any(isinstance(m, nnqd.Linear) for m in model.modules())
+
+
+@torch.inference_mode()
+def decide(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Top-1 decisions on ``x``, one row per call where the model's output depends on the batch."""
+    x = x.float()
+    if per_call_scale(model):
+        return torch.cat([model(row.unsqueeze(0)).argmax(1) for row in x])
+    return model(x).argmax(1)
 
 
 def packed_size(model: QuantizedModel) -> int:

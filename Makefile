@@ -24,8 +24,10 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
 	$(PY) benchmarks/run_all.py
 	$(PY) benchmarks/verify_bench.py
+	$(PY) benchmarks/attack_bench.py
 
 clean:
 	rm -rf _build .cache runs

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from ._validate import check_choice, check_range
 
-__all__ = ["DATASETS", "SIZES", "Split", "DataSplits", "load_data", "batches", "default_data_root"]
+__all__ = ["DATASETS", "SIZES", "NATURAL_SHIFTS", "Split", "DataSplits", "load_data", "load_natural_shift", "batches",
+           "default_data_root"]
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 SIZES = (None, 8, 16, 28, 32)
@@ -150,6 +151,32 @@ def load_data(name: str = "digits", size: int | None = None, seed: int = 0, limi
         splits = [s.subset(limit) for s in splits]
     train, val, test = splits
     return DataSplits(name, train, val, test, 10, (name, size, seed, limit))
+
+
+NATURAL_SHIFTS = ("usps",)
+
+
+def load_natural_shift(name: str, size: int | None = None, root: str | Path | None = None,
+                       download: bool = False, limit: int | None = None) -> Split:
+    """A test set of the same task drawn from another source: a *natural* distribution shift.
+
+    ``usps``: the USPS handwritten digits (16x16, US postal envelopes), a natural shift for the
+    digits and MNIST (Hull 1994), read by torchvision from ``usps.t.bz2`` under ``root``.
+    """
+    check_choice("natural shift", name, NATURAL_SHIFTS)
+    check_choice("size", size, SIZES)
+    import torchvision
+
+    root = Path(root) if root else default_data_root()
+    try:
+        ds = torchvision.datasets.USPS(str(root), train=False, download=download)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"natural shift {name!r} is not present under {root} (usps.t.bz2); on a machine with network run "
+            f"qfail.data.load_natural_shift({name!r}, download=True) once (or set QFAIL_DATA)") from None
+    x = torch.as_tensor(np.asarray(ds.data)).float().div_(255)[:, None]
+    split = Split(_resize(x, size), torch.as_tensor(np.asarray(ds.targets)).long())
+    return split.subset(limit) if limit is not None else split
 
 
 def batches(split: Split, batch_size: int, shuffle: bool = False,

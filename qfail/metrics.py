@@ -15,7 +15,7 @@ from torch import nn
 
 from ._validate import check_range
 
-__all__ = ["Rate", "disagreement", "uncertainty_scores", "mc_dropout_variance", "separation", "SCORES"]
+__all__ = ["Rate", "proportion", "disagreement", "uncertainty_scores", "mc_dropout_variance", "separation", "SCORES"]
 
 SCORES = ("Margin", "Entropy", "LC", "Gini")
 
@@ -34,20 +34,24 @@ class Rate:
         return self.count / self.total if self.total else float("nan")
 
 
-def disagreement(pred_a: torch.Tensor, pred_b: torch.Tensor, confidence: float = 0.95) -> Rate:
-    """Share of inputs whose top-1 labels differ (inputs: labels, or logits/probabilities (N, K))."""
+def proportion(count: int, total: int, confidence: float = 0.95) -> Rate:
+    """``count`` of ``total`` with its Wilson score interval (scipy)."""
     from scipy.stats import binomtest
 
     check_range("confidence", confidence, 0.5, 0.9999)
+    if total == 0:
+        return Rate(0, 0, float("nan"), float("nan"))
+    ci = binomtest(count, total).proportion_ci(confidence_level=confidence, method="wilson")
+    return Rate(count, total, float(ci.low), float(ci.high))
+
+
+def disagreement(pred_a: torch.Tensor, pred_b: torch.Tensor, confidence: float = 0.95) -> Rate:
+    """Share of inputs whose top-1 labels differ (inputs: labels, or logits/probabilities (N, K))."""
     a = pred_a.argmax(1) if pred_a.dim() == 2 else pred_a
     b = pred_b.argmax(1) if pred_b.dim() == 2 else pred_b
     if a.shape != b.shape:
         raise ValueError(f"predictions differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
-    n, k = len(a), int((a != b).sum())
-    if n == 0:
-        return Rate(0, 0, float("nan"), float("nan"))
-    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return Rate(k, n, float(ci.low), float(ci.high))
+    return proportion(int((a != b).sum()), len(a), confidence)
 
 
 def uncertainty_scores(probs: torch.Tensor) -> dict[str, np.ndarray]:
@@ -62,7 +66,8 @@ def uncertainty_scores(probs: torch.Tensor) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def mc_dropout_variance(model: nn.Module, x: torch.Tensor, samples: int = 20, seed: int = 0) -> np.ndarray:
+def mc_dropout_variance(model: nn.Module, x: torch.Tensor, samples: int = 20, seed: int = 0,
+                        batch_size: int = 1024) -> np.ndarray:
     """Mean over classes of the variance of softmax outputs under dropout kept on (Gal & Ghahramani 2016)."""
     check_range("samples", samples, 2, 10_000, integer=True)
     if not any(isinstance(m, nn.Dropout) for m in model.modules()):
@@ -73,9 +78,13 @@ def mc_dropout_variance(model: nn.Module, x: torch.Tensor, samples: int = 20, se
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.train()
-    runs = torch.stack([torch.softmax(model(x), 1) for _ in range(samples)])
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        runs = torch.stack([torch.softmax(model(xb), 1) for _ in range(samples)])
+        out.append(runs.var(0).mean(1).double())
     model.train(was)
-    return runs.var(0).mean(1).double().numpy()
+    return torch.cat(out).numpy()
 
 
 def separation(score: np.ndarray, is_disagreement: np.ndarray, seed: int = 0) -> dict[str, float]:

@@ -65,3 +65,36 @@ def status_map(ax, status, cells: int, extent: tuple[float, float, float, float]
     share = {n: 100 * float((np.asarray(status) == n).mean()) for n in names}
     ax.legend(handles=[Patch(color=c, label=f"{n} {share[n]:.0f}%") for n, c in STATUS_COLOURS.items()],
               loc="upper right", fontsize=8, framealpha=0.9)
+
+
+def rate_heatmap(ax, rates: pd.DataFrame, title: str = "", vmax: float | None = None):
+    """Disagreements per 1,000 inputs: shifts as rows, severities as columns, in-distribution first.
+
+    ``rates`` holds one method and setting of ``disagreements.rate_table``.
+    """
+    import numpy as np
+
+    clean = rates[rates["shift"] == "none"]
+    shifted = rates[rates["shift"] != "none"]
+    grid = shifted.pivot(index="shift", columns="severity", values="rate") * 1e3
+    grid = grid.reindex(list(dict.fromkeys(shifted["shift"])))  # the order the sets were made in
+    values = np.column_stack([np.full(len(grid), clean["rate"].iloc[0] * 1e3), grid.to_numpy()])
+    image = ax.imshow(values, cmap="magma_r", aspect="auto", vmin=0, vmax=vmax)
+    ax.set_xticks(range(values.shape[1]), ["ID"] + [str(c) for c in grid.columns])
+    ax.set_yticks(range(len(grid)), [s.replace("_", " ") for s in grid.index], fontsize=8)
+    ax.set_xlabel("severity")
+    ax.set_title(title, fontsize=10)
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6,
+                color="white" if v > 0.6 * (vmax or values.max() or 1) else "black")
+    return image
+
+
+def prediction_strip(axes, images, fp_pred, q_pred, labels) -> None:
+    """One image per axis, titled 'FP a / Q b' in red where the two disagree."""
+    for ax, img, a, b, y in zip(axes, images, fp_pred, q_pred, labels):
+        ax.imshow(img.squeeze(0).numpy(), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(f"FP {int(a)} / Q {int(b)}", fontsize=8, color="tab:red" if a != b else "black")
+        ax.set_xlabel(f"label {int(y)}", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])

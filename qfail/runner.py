@@ -131,7 +131,8 @@ def _coerce(p: Parameter, raw: Any, chapter: str) -> Any:
             value = [_parse_text(v.strip()) for v in raw.strip("[]").split(",") if v.strip()]
         if isinstance(value, tuple):
             value = list(value)
-        if not isinstance(value, list) or not value:
+        may_be_empty = p.default == []  # a list whose default is empty (an opt-in extra) may stay empty
+        if not isinstance(value, list) or (not value and not may_be_empty):
             raise bad(f"a non-empty list of {m.group(1)}, e.g. 2,4,8")
         inner = Parameter(p.name, m.group(1), None, "")
         return [_coerce(inner, v if not isinstance(v, str) or m.group(1) == "str" else v, chapter) for v in value]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -16,14 +16,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ._validate import check_choice, check_range
+from ._validate import check_bits, check_choice, check_range
+from .attack import pgd
 from .cache import cached
 from .data import DataSplits, Split, batches
+from .quant import qat_config, quantize_model
 
 __all__ = ["TrainConfig", "METHODS", "seed_everything", "resolve_device", "fit", "predict_logits",
            "accuracy", "train_cached"]
 
-METHODS = ("standard", "mixup")
+METHODS = ("standard", "mixup", "adversarial", "qat")
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,15 @@ class TrainConfig:
         batch_size: examples per step.
         lr: Adam learning rate.
         weight_decay: L2 penalty.
-        method: ``standard`` (cross-entropy) or ``mixup`` (Zhang et al. 2018, alpha below).
+        method: ``standard`` (cross-entropy), ``mixup`` (Zhang et al. 2018), ``adversarial``
+            (PGD-L-inf examples replace a share of each batch, as ART's ``AdversarialTrainer``)
+            or ``qat`` (standard epochs, then quantization-aware epochs through the STE;
+            ``train_cached`` only).
         mixup_alpha: Beta(alpha, alpha) mixing for ``mixup``.
+        adv_eps, adv_steps, adv_step_size, adv_ratio: PGD budget (pixel units), its steps and
+            step size, and the share of each batch replaced by adversarial examples.
+        qat_bits, qat_fraction: bit-width (weights and activations) of QAT and the share of
+            ``epochs`` run quantization-aware, so every method has the same epoch budget.
         seed: seeds initialisation-independent randomness (shuffling, mixup draws).
     """
 
@@ -46,6 +55,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     method: str = "standard"
     mixup_alpha: float = 0.2
+    adv_eps: float = 0.3
+    adv_steps: int = 10
+    adv_step_size: float = 0.1
+    adv_ratio: float = 0.5
+    qat_bits: int = 8
+    qat_fraction: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -55,6 +70,12 @@ class TrainConfig:
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
         check_choice("method", self.method, METHODS)
         check_range("mixup_alpha", self.mixup_alpha, 1e-3, 10.0)
+        check_range("adv_eps", self.adv_eps, 0.0, 1.0)
+        check_range("adv_steps", self.adv_steps, 1, 1000, integer=True)
+        check_range("adv_step_size", self.adv_step_size, 0.0, 1.0)
+        check_range("adv_ratio", self.adv_ratio, 0.0, 1.0)
+        check_bits("qat_bits", self.qat_bits, tuple(range(2, 17)))
+        check_range("qat_fraction", self.qat_fraction, 0.0, 1.0)
         check_range("seed", self.seed, 0, integer=True)
 
 
@@ -85,6 +106,13 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
         perm = torch.randperm(len(y), generator=gen).to(x.device)
         logits = model(lam * x + (1 - lam) * x[perm])
         return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
+    if config.method == "adversarial":
+        n_adv = int(round(config.adv_ratio * len(y)))
+        if n_adv:
+            seed = int(torch.randint(0, 2**31, (1,), generator=gen))
+            adv = pgd(model, x[:n_adv], y[:n_adv], config.adv_eps, "linf", config.adv_steps,
+                      config.adv_step_size, seed=seed)
+            x = torch.cat([adv, x[n_adv:]])
     return F.cross_entropy(model(x), y)
 
 
@@ -138,6 +166,21 @@ def accuracy(model: nn.Module, split: Split, device: str | torch.device = "cpu")
     return 100.0 * (pred == split.y).float().mean().item()
 
 
+def _fit_qat(model: nn.Module, data: DataSplits, config: TrainConfig, device: str | torch.device,
+             loss_fn: LossFn | None) -> tuple[nn.Module, list[float]]:
+    """Float epochs, then ``qat_fraction`` of the budget through the STE at ``qat_bits``.
+
+    Returns the float architecture holding the QAT-trained weights (BatchNorm kept), so that
+    every training method hands the same kind of model to the deployment step.
+    """
+    float_epochs = round(config.epochs * (1 - config.qat_fraction))
+    history = fit(model, data.train, replace(config, epochs=float_epochs), device, loss_fn)
+    bits = (config.qat_bits, config.qat_bits)
+    qm = quantize_model(model, qat_config(), bits, calibration=[data.train.x[:256].to(resolve_device(device))])
+    history += fit(qm, data.train, replace(config, epochs=config.epochs - float_epochs), device, loss_fn)
+    return qm.float_model(), history
+
+
 def train_cached(make_model: Callable[[], nn.Module], model_key: dict, data: DataSplits, config: TrainConfig,
                  device: str | torch.device = "cpu", kind: str = "model", loss_fn: LossFn | None = None,
                  extra_key: dict | None = None) -> nn.Module:
@@ -151,7 +194,10 @@ def train_cached(make_model: Callable[[], nn.Module], model_key: dict, data: Dat
 
     def build() -> dict:
         model = make_model()
-        history = fit(model, data.train, config, device, loss_fn)
+        if config.method == "qat":
+            model, history = _fit_qat(model, data, config, device, loss_fn)
+        else:
+            history = fit(model, data.train, config, device, loss_fn)
         return {"state": {k: v.cpu() for k, v in model.state_dict().items()}, "history": history}
 
     result = cached(kind, key, build)

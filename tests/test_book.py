@@ -21,7 +21,9 @@ from qfail import book, runner
 pytestmark = pytest.mark.book
 SMALL = {"primer": {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bits": "2"},
          "moon": {"rl_updates": "5", "episodes": "2", "bit_widths": "8,2", "qat_updates": "1", "eps_values": "0.03,0.1",
-                  "eps": "0.03", "verified_states": "30", "grid_cells": "4", "bits": "8"}}
+                  "eps": "0.03", "verified_states": "30", "grid_cells": "4", "bits": "8"},
+         "hu": {"epochs": "2", "methods": "standard,qat", "settings": "int8", "bits": "2", "size": "8",
+                "shifts": "gaussian_noise,rotate", "severities": "1,5", "mc_samples": "2", "retrain_epochs": "1"}}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -136,6 +138,33 @@ def test_two_nested_controls_respond_in_browser(server):
         page.wait_for_timeout(500)
         assert readouts.nth(0).inner_text().strip() == "2"
         assert page.evaluate(_VISIBLE_IMAGES) != start_images
+        browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+def test_toggle_buttons_and_slider_respond_in_browser(server):
+    """The Hu chapter's shift x severity switcher: a button and a slider each swap the panel."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server) else r.abort())
+        page.goto(f"{server}/notebooks/hu.html", wait_until="load")
+        handle = page.locator(".widget-slider .noUi-handle").first
+        handle.wait_for(state="visible", timeout=30_000)
+        page.wait_for_timeout(500)
+        start = page.evaluate(_VISIBLE_IMAGES)
+        assert len(start) == 1
+        page.get_by_role("button", name="rotate").click()
+        page.wait_for_timeout(500)
+        rotated = page.evaluate(_VISIBLE_IMAGES)
+        assert len(rotated) == 1 and rotated != start
+        handle.focus()
+        page.keyboard.press("ArrowRight")  # severity 1 -> 5
+        page.wait_for_timeout(500)
+        assert page.locator(".widget-slider .widget-readout").first.inner_text().strip() == "5"
+        assert page.evaluate(_VISIBLE_IMAGES) not in (start, rotated)
         browser.close()
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from qfail import data
 from qfail.data import batches, load_data
 
 
@@ -71,3 +72,27 @@ def test_batches_cover_split_once():
     d = load_data(limit=100)
     seen = torch.cat([y for _, y in batches(d.train, 32, shuffle=True, generator=torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == sorted(d.train.y.tolist())
+
+
+def test_natural_shift_reads_generated_usps_files(tmp_path):
+    """USPS through torchvision's reader, from a generated file in its format (nothing downloaded)."""
+    import bz2
+
+    gen = np.random.default_rng(0)
+    lines = []
+    for i in range(12):
+        pixels = gen.uniform(-1, 1, 256)
+        lines.append(f"{i % 10 + 1} " + " ".join(f"{j + 1}:{v:.4f}" for j, v in enumerate(pixels)))
+    with bz2.open(tmp_path / "usps.t.bz2", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    split = data.load_natural_shift("usps", size=8, root=tmp_path)
+    assert split.x.shape == (12, 1, 8, 8) and split.x.min() >= 0 and split.x.max() <= 1
+    assert split.y.tolist() == [i % 10 for i in range(12)]
+    assert len(data.load_natural_shift("usps", root=tmp_path, limit=5)) == 5
+
+
+def test_missing_natural_shift_gives_one_clear_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match="natural shift 'usps' is not present under"):
+        data.load_natural_shift("usps", root=tmp_path)
+    with pytest.raises(ValueError, match="natural shift='usps_c' is not allowed; choose one of 'usps'"):
+        data.load_natural_shift("usps_c", root=tmp_path)

@@ -32,6 +32,10 @@ def test_good_parameters_are_typed():
     assert runner.coerce_parameters("primer", {"bit_widths": "8"}) == {"bit_widths": [8]}
     assert runner.coerce_parameters("moon", {"eps_values": "0.03", "eps": "0.03"}) == {"eps_values": [0.03],
                                                                                       "eps": 0.03}
+    # an opt-in list (empty by default) may be given empty; other lists may not
+    assert runner.coerce_parameters("hu", {"natural": "", "shifts": "rotate"}) == {"natural": [], "shifts": ["rotate"]}
+    with pytest.raises(runner.ParameterError, match="shifts='' .* expected a non-empty list of str"):
+        runner.coerce_parameters("hu", {"shifts": ""})
 
 
 def test_unknown_chapter():
@@ -60,6 +64,17 @@ def test_cli_reports_bad_parameter_in_one_line():
 def test_error_inside_chapter_is_one_line(tmp_path):
     with pytest.raises(runner.ChapterError, match=r"ValueError: bits=5 is not allowed; choose one of bit_widths"):
         runner.run_chapter("primer", {**SMALL, "bits": "5"}, tmp_path)
+
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"setting": "w4a8"}, r"ValueError: setting='w4a8' is not allowed; choose one of the computed settings \['int8', 'dynamic'"),
+    ({"methods": "standard,pgd"}, r"ValueError: methods='pgd' is not allowed; choose one of 'standard', 'mixup'"),
+    ({"severities": "0,6"}, r"ValueError: severities=0 is not allowed; choose one of 1..5"),
+])
+def test_hu_rejects_bad_choices_in_one_line(tmp_path, given, message):
+    with pytest.raises(runner.ChapterError, match=message):
+        runner.run_chapter("hu", given, tmp_path)
 
 
 def test_primer_runs_with_small_parameters(tmp_path):

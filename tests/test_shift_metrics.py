@@ -90,3 +90,4 @@ def test_mc_dropout_variance_needs_dropout_and_is_seeded():
     net.eval()
     metrics.mc_dropout_variance(net, x)
     assert not net.training
+

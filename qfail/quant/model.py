@@ -315,6 +315,14 @@ class QuantizedModel(nn.Module):
         self.train(was_training)
         return self
 
+    def float_model(self) -> nn.Module:
+        """A plain copy of the wrapped network (every QuantLayer back to its layer), e.g. the
+        float architecture with QAT-trained weights, ready for another quantizer."""
+        net = copy.deepcopy(self.net)
+        for name in self.layer_names:
+            _set_submodule(net, name, net.get_submodule(name).layer)
+        return net
+
     def set_quantized(self, enabled: bool) -> None:
         for q in self.layers.values():
             q.enabled = enabled

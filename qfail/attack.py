@@ -1,0 +1,139 @@
+"""Adversarial examples in pixel units: FGSM, PGD (L-infinity and L2) and transfer attacks.
+
+Inputs live in [0, 1] (``qfail.data`` never normalises), so ``eps`` is a budget in pixel units
+and every example is clipped back into the valid range. Attacks take the gradient of the
+cross-entropy with respect to the *input only* (``torch.autograd.grad``), with the model in eval
+mode, so BatchNorm statistics and parameter gradients are left untouched.
+
+On a fake-quantized model the input gradient passes through the rounding by the
+straight-through estimator: a white-box attack on a quantized model is an attack on its STE
+surrogate. A weak white-box result can therefore be gradient masking by the rounding rather
+than robustness; ``transfer`` crafts the examples on another model (usually the FP one) and
+only *evaluates* the target, which tells the two apart (Athalye et al., 2018).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validate import check_choice, check_range
+
+__all__ = ["NORMS", "ATTACKS", "fgsm", "pgd", "attack", "transfer", "robust_accuracy"]
+
+NORMS = ("linf", "l2")
+ATTACKS = ("fgsm", "pgd")
+
+
+def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x = x.detach().requires_grad_(True)
+    loss = F.cross_entropy(model(x), y)
+    return torch.autograd.grad(loss, x)[0]
+
+
+def _l2_normalise(g: torch.Tensor) -> torch.Tensor:
+    norm = g.flatten(1).norm(dim=1).clamp(min=1e-12)
+    return g / norm.view(-1, *([1] * (g.dim() - 1)))
+
+
+def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    norm_ = delta.flatten(1).norm(dim=1).clamp(min=1e-12)
+    factor = (eps / norm_).clamp(max=1.0)
+    return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
+
+
+def _check(eps: float, norm: str) -> None:
+    check_choice("norm", norm, NORMS)
+    check_range("eps", eps, 0.0, 1e3)
+
+
+def _eval_mode(model: nn.Module) -> bool:
+    was = model.training
+    model.eval()
+    return was
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf") -> torch.Tensor:
+    """One gradient step of size ``eps`` (Goodfellow et al., 2015); L2: the fast gradient method."""
+    _check(eps, norm)
+    was = _eval_mode(model)
+    g = _input_grad(model, x, y)
+    model.train(was)
+    step = g.sign() if norm == "linf" else _l2_normalise(g)
+    return (x + eps * step).clamp(0.0, 1.0).detach()
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf", steps: int = 10,
+        step_size: float | None = None, random_start: bool = True, seed: int = 0) -> torch.Tensor:
+    """Projected gradient descent (Madry et al., 2018) inside the ``norm`` ball of radius ``eps``.
+
+    Args:
+        step_size: per-step move; default 2.5 * eps / steps (Madry et al.'s rule).
+        random_start: start from a uniform point of the L-inf ball, or a random direction and
+            radius in the L2 ball; the draw comes from ``seed`` (never the global RNG).
+    """
+    _check(eps, norm)
+    check_range("steps", steps, 1, 10_000, integer=True)
+    alpha = 2.5 * eps / steps if step_size is None else check_range("step_size", step_size, 0.0, 1e3)
+    x = x.detach()
+    delta = torch.zeros_like(x)
+    if random_start and eps > 0:
+        gen = torch.Generator().manual_seed(seed)
+        if norm == "linf":
+            delta = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x) * eps
+        else:
+            direction = _l2_normalise(torch.randn(x.shape, generator=gen)).to(x)
+            radius = torch.rand(len(x), generator=gen).to(x).view(-1, *([1] * (x.dim() - 1)))
+            delta = direction * radius * eps
+    adv = (x + delta).clamp(0.0, 1.0)
+    was = _eval_mode(model)
+    for _ in range(steps):
+        g = _input_grad(model, adv, y)
+        step = g.sign() if norm == "linf" else _l2_normalise(g)
+        adv = (x + _project(adv + alpha * step - x, eps, norm)).clamp(0.0, 1.0)
+    model.train(was)
+    return adv.detach()
+
+
+def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, eps: float, norm: str = "linf",
+           seed: int = 0, **pgd_options) -> torch.Tensor:
+    """``fgsm`` or ``pgd`` by name (the form chapters and sweeps use)."""
+    check_choice("attack", name, ATTACKS)
+    if name == "fgsm":
+        return fgsm(model, x, y, eps, norm)
+    return pgd(model, x, y, eps, norm, seed=seed, **pgd_options)
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    was = _eval_mode(model)
+    pred = model(x).argmax(1)
+    model.train(was)
+    return pred
+
+
+def transfer(source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str = "pgd",
+             eps: float = 0.1, norm: str = "linf", seed: int = 0, **pgd_options) -> tuple[torch.Tensor, torch.Tensor]:
+    """Examples crafted on ``source`` and the ``target``'s predictions on them.
+
+    The target is only run forward under ``torch.no_grad``: no gradient of it is ever taken.
+    """
+    adv = attack(source, x, y, name, eps, norm, seed, **pgd_options)
+    return adv, _predict(target, adv)
+
+
+def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, eps: float,
+                    norm: str = "linf", source: nn.Module | None = None, batch_size: int = 256, seed: int = 0,
+                    device: str | torch.device = "cpu", **pgd_options) -> float:
+    """Accuracy (%) of ``model`` on adversarial examples, crafted on ``source`` if one is given."""
+    crafter: Callable = model if source is None else source
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        adv = attack(crafter, xb, yb, name, eps, norm, seed + i, **pgd_options)
+        correct += int((_predict(model, adv) == yb).sum())
+    return 100.0 * correct / max(len(y), 1)

@@ -9,6 +9,7 @@ folder to every page, loading the widget manager twice.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["ROOT", "ASSETS", "NPM_ASSETS", "fetch_assets", "build_book", "stage_book"]
+__all__ = ["ROOT", "ASSETS", "NPM_ASSETS", "fetch_assets", "place_widget_fonts", "build_book", "stage_book"]
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "book" / "_assets"
@@ -26,7 +27,8 @@ ASSETS = ROOT / "book" / "_assets"
 # npm package -> {file inside the package tarball: destination under ASSETS}
 NPM_ASSETS: dict[str, dict[str, str]] = {
     "requirejs@2.3.7": {"require.js": "require.min.js"},
-    "@jupyter-widgets/html-manager@1.0.14": {"dist/embed-amd.js": "embed-amd.js"},
+    "@jupyter-widgets/html-manager@1.0.14": {"dist/embed-amd.js": "embed-amd.js",
+                                             **{f"dist/*.{ext}": "widget-fonts/" for ext in ("woff2", "woff", "ttf", "eot", "svg")}},
     "mathjax@3.2.2": {"es5/tex-mml-chtml.js": "mathjax/tex-mml-chtml.js",
                       "es5/output/chtml/fonts/woff-v2/": "mathjax/output/chtml/fonts/woff-v2/"},
 }
@@ -34,6 +36,16 @@ NPM_ASSETS: dict[str, dict[str, str]] = {
 
 def _stamp() -> str:
     return json.dumps(NPM_ASSETS, sort_keys=True)
+
+
+def _destination(rel: str, src: str, target: str, dest: Path) -> Path | None:
+    """Where package file ``rel`` goes for the spec ``src -> target`` (a file, a folder ending in
+    "/", or a glob copied flat into the folder ``target``), or None if it does not match."""
+    if "*" in src:
+        return dest / target / rel.rsplit("/", 1)[-1] if fnmatch.fnmatch(rel, src) else None
+    if src.endswith("/"):
+        return dest / (target + rel[len(src):]) if rel.startswith(src) else None
+    return dest / target if rel == src else None
 
 
 def fetch_assets(dest: Path = ASSETS) -> Path:
@@ -53,8 +65,8 @@ def fetch_assets(dest: Path = ASSETS) -> Path:
                 for src, target in files.items():
                     for m in members:
                         rel = m.name.split("/", 1)[1]  # strip the tarball's "package/" prefix
-                        if m.isfile() and (rel == src or (src.endswith("/") and rel.startswith(src))):
-                            path = dest / (target + rel[len(src):] if src.endswith("/") else target)
+                        path = _destination(rel, src, target, dest) if m.isfile() else None
+                        if path is not None:
                             path.parent.mkdir(parents=True, exist_ok=True)
                             path.write_bytes(tar.extractfile(m).read())
     stamp.write_text(_stamp())
@@ -75,7 +87,25 @@ def build_book(root: Path = ROOT, force: bool = False, strict: bool = True) -> f
         cmd.append("-W")
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=root)
+    place_widget_fonts(root / "_build" / "html", root / "book" / "_assets")
     return time.perf_counter() - start
+
+
+def place_widget_fonts(html: Path, assets: Path = ASSETS) -> int:
+    """Put the widget manager's icon fonts where it looks for them; return the pages served.
+
+    ``embed-amd.js`` resolves its fonts against the URL of its AMD module, which RequireJS
+    places beside the page (``<page dir>/@jupyter-widgets/html-manager/dist/``), so every folder
+    with a widget page gets a copy (a few hundred KB) instead of 404s for button icons.
+    """
+    fonts = sorted((assets / "widget-fonts").glob("*"))
+    folders = {page.parent for page in Path(html).rglob("*.html") if "embed-amd.js" in page.read_text()}
+    for folder in folders:
+        target = folder / "@jupyter-widgets" / "html-manager" / "dist"
+        target.mkdir(parents=True, exist_ok=True)
+        for font in fonts:
+            shutil.copy(font, target / font.name)
+    return len(folders)
 
 
 def stage_book(dest: Path, executed: dict[str, Path], root: Path = ROOT) -> Path:

@@ -35,6 +35,7 @@ def site(tmp_path_factory) -> Path:
     jb = Path(sys.executable).parent / "jupyter-book"
     proc = subprocess.run([str(jb), "build", str(root), "-W", "--keep-going"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert book.place_widget_fonts(root / "_build" / "html", root / "book" / "_assets") == 1  # notebooks/
     return root / "_build" / "html"
 
 
@@ -83,6 +84,8 @@ def test_widgets_respond_in_browser_without_network(server):
                 r.abort()
 
         page.route("**/*", route)
+        missing: list[str] = []
+        page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
         page.goto(f"{server}/notebooks/primer.html", wait_until="load")
         handle = page.locator(".widget-slider .noUi-handle").first
         handle.wait_for(state="visible", timeout=30_000)
@@ -102,6 +105,7 @@ def test_widgets_respond_in_browser_without_network(server):
         browser.close()
     outside = [u for u in requests if not u.startswith(server) and not u.startswith("data:")]
     assert not outside, f"requests left the site: {outside[:5]}"
+    assert not missing, f"files missing from the site: {missing[:5]}"
     assert math > 0, "MathJax (served locally) did not typeset the formulas"
 
 

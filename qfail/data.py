@@ -54,6 +54,15 @@ class DataSplits:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.x.shape[1:])
 
+    def train_fraction(self, fraction: float, seed: int = 0) -> "DataSplits":
+        """The same splits with a seeded random ``fraction`` of the training set (val/test kept)."""
+        check_range("fraction", fraction, 1e-6, 1.0)
+        n = max(1, round(fraction * len(self.train)))
+        keep = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))[:n]
+        train = Split(self.train.x[keep], self.train.y[keep])
+        return DataSplits(self.name, train, self.val, self.test, self.num_classes,
+                          self.fingerprint + ("train_fraction", fraction, seed))
+
 
 def default_data_root() -> Path:
     return Path(os.environ.get("QFAIL_DATA", Path.home() / ".cache" / "qfail" / "data"))

@@ -3,11 +3,14 @@
 A *part* says what is quantized: ``weights`` (activations stay float), ``activations``
 (weights stay float) or ``both``. A *method* says how: ``static`` PTQ (ranges calibrated on a
 few training batches), ``dynamic`` PTQ (activation ranges from each input), ``qat``
-(fine-tuning through the STE, cached on disk) or ``pwlq`` (piecewise-linear weights, static
-activations).
+(fine-tuning through the STE, cached on disk), ``pact`` (QAT with PACT's learned activation
+clipping, Choi et al. 2018) or ``pwlq`` (piecewise-linear weights, static activations).
+QAT runs with whatever ``TrainConfig`` is given: ``method="adversarial"`` makes it adversarial
+QAT, and a ``DataSplits.train_fraction`` copy of the data trains it on part of the data.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 
@@ -24,7 +27,7 @@ from .train import TrainConfig, accuracy, fit
 __all__ = ["PARTS", "METHODS", "policy_for", "quantized", "accuracy_sweep", "largest_weight", "rounding_error"]
 
 PARTS = ("weights", "activations", "both")
-METHODS = ("static", "dynamic", "qat", "pwlq")
+METHODS = ("static", "dynamic", "qat", "pact", "pwlq")
 
 
 def policy_for(part: str, bits: int) -> tuple[int, int]:
@@ -43,8 +46,9 @@ def quantized(model: nn.Module, data: DataSplits, method: str, part: str, bits: 
               device: str | torch.device = "cpu") -> QuantizedModel:
     """``model`` quantized by ``method`` at ``bits`` on ``part``.
 
-    For ``qat``, ``qat`` gives the fine-tuning run and ``model_key`` identifies ``model`` in the
-    cache key (the fine-tuned weights are stored, never retrained for the same key).
+    For ``qat`` and ``pact``, ``qat`` gives the fine-tuning run and ``model_key`` identifies
+    ``model`` in the cache key (the fine-tuned weights are stored, never retrained for the same
+    key); the returned model's ``train_seconds`` says what the fine-tuning cost when it ran.
     """
     check_choice("method", method, METHODS)
     policy = policy_for(part, bits)
@@ -55,15 +59,20 @@ def quantized(model: nn.Module, data: DataSplits, method: str, part: str, bits: 
         return quantize_model(model, QuantConfig(weight_method=weight_method), policy,
                               calibration=_calibration(data))
     if qat is None or model_key is None:
-        raise ValueError("method='qat' needs qat=TrainConfig(...) and model_key={...}")
-    qm = quantize_model(model, qat_config(), policy, calibration=_calibration(data))
+        raise ValueError(f"method={method!r} needs qat=TrainConfig(...) and model_key={{...}}")
+    config = qat_config(act_mode="pact") if method == "pact" else qat_config()
+    qm = quantize_model(model, config, policy, calibration=None if method == "pact" else _calibration(data))
 
     def build() -> dict:
+        start = time.perf_counter()
         fit(qm, data.train, qat, device)
-        return {k: v.cpu() for k, v in qm.state_dict().items()}
+        return {"state": {k: v.cpu() for k, v in qm.state_dict().items()}, "seconds": time.perf_counter() - start}
 
-    key = {"model": model_key, "data": list(data.fingerprint), "qat": asdict(qat), "policy": list(policy)}
-    qm.load_state_dict(cached("qat", key, build))
+    key = {"model": model_key, "data": list(data.fingerprint), "qat": asdict(qat), "policy": list(policy),
+           "method": method}
+    result = cached("qat", key, build)
+    qm.load_state_dict(result["state"])
+    qm.train_seconds = result["seconds"]
     return qm.eval()
 
 

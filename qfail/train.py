@@ -7,6 +7,7 @@ with Adam and one of the loss recipes in ``METHODS``. ``train_cached`` wraps mod
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
@@ -193,15 +194,18 @@ def train_cached(make_model: Callable[[], nn.Module], model_key: dict, data: Dat
     key = {"model": model_key, "data": list(data.fingerprint), "train": asdict(config), "extra": extra_key}
 
     def build() -> dict:
+        start = time.perf_counter()
         model = make_model()
         if config.method == "qat":
             model, history = _fit_qat(model, data, config, device, loss_fn)
         else:
             history = fit(model, data.train, config, device, loss_fn)
-        return {"state": {k: v.cpu() for k, v in model.state_dict().items()}, "history": history}
+        return {"state": {k: v.cpu() for k, v in model.state_dict().items()}, "history": history,
+                "seconds": time.perf_counter() - start}
 
     result = cached(kind, key, build)
     model = make_model()
     model.load_state_dict(result["state"])
     model.history = result["history"]
+    model.train_seconds = result["seconds"]  # wall time of the run that built the entry
     return model.to(resolve_device(device)).eval()

@@ -10,29 +10,17 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 
 import torch
 
 import qfail
 from qfail import attack
+from run_all import paired_ms  # benchmarks/ is on sys.path when this file runs as a script
 
 try:
     import torchattacks
 except ImportError:  # pragma: no cover - reported, not hidden
     sys.exit("torchattacks is not installed: run `make bench` (it installs torchattacks==3.5.1 --no-deps)")
-
-
-def paired_ms(ours, ref, repeats: int = 20, warmup: int = 3) -> tuple[float, float]:
-    for _ in range(warmup):
-        ours(), ref()
-    a, b = [], []
-    for _ in range(repeats):
-        for fn, acc in ((ours, a), (ref, b)):
-            t0 = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(a), 1e3 * statistics.median(b)
 
 
 def accuracy(model, x, y) -> float:
@@ -54,7 +42,8 @@ def main() -> None:
         for norm, eps, alpha in (("linf", 0.1, 0.025), ("l2", 1.0, 0.25)):
             ta_cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
             ta = ta_cls(model, eps=eps, alpha=alpha, steps=10, random_start=True)
-            ms_q, ms_t = paired_ms(lambda: attack.pgd(model, x, y, eps, norm, 10, alpha, seed=0), lambda: ta(x, y))
+            ms_q, ms_t = paired_ms(lambda: attack.pgd(model, x, y, eps, norm, 10, alpha, seed=0), lambda: ta(x, y),
+                                  repeats=20, warmup=3)
             acc_q = [accuracy(model, attack.pgd(model, x, y, eps, norm, 10, alpha, seed=s), y) for s in range(5)]
             acc_t = []
             for s in range(5):

@@ -6,6 +6,7 @@ without the full-size computation (``make book`` does that).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import shutil
@@ -113,19 +114,29 @@ _VISIBLE_PANEL = """() => Array.from(document.querySelectorAll('.jupyter-widgets
     .filter(o => o.offsetParent !== null && o.innerText.trim().length > 0).map(o => o.innerText).join('|')"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
-def test_two_nested_controls_respond_in_browser(server):
-    """The Moon chapter's bits x eps switcher: each slider swaps what is visible."""
+@contextlib.contextmanager
+def _widget_page(server: str, path: str):
+    """A headless Chromium page at ``path`` (no request leaves the site), once its first slider shows."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page()
         page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server) else r.abort())
-        page.goto(f"{server}/notebooks/moon.html", wait_until="load")
-        handles = page.locator(".widget-slider .noUi-handle")
-        handles.first.wait_for(state="visible", timeout=30_000)
+        page.goto(f"{server}/{path}", wait_until="load")
+        page.locator(".widget-slider .noUi-handle").first.wait_for(state="visible", timeout=30_000)
         page.wait_for_timeout(500)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+def test_two_nested_controls_respond_in_browser(server):
+    """The Moon chapter's bits x eps switcher: each slider swaps what is visible."""
+    with _widget_page(server, "notebooks/moon.html") as page:
+        handles = page.locator(".widget-slider .noUi-handle")
         assert handles.count() == 2
         readouts = page.locator(".widget-slider .widget-readout")
         assert [readouts.nth(i).inner_text().strip() for i in range(2)] == ["8", "0.03"]
@@ -142,22 +153,13 @@ def test_two_nested_controls_respond_in_browser(server):
         page.wait_for_timeout(500)
         assert readouts.nth(0).inner_text().strip() == "2"
         assert page.evaluate(_VISIBLE_IMAGES) != start_images
-        browser.close()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
 def test_toggle_buttons_and_slider_respond_in_browser(server):
     """The Hu chapter's shift x severity switcher: a button and a slider each swap the panel."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page()
-        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server) else r.abort())
-        page.goto(f"{server}/notebooks/hu.html", wait_until="load")
+    with _widget_page(server, "notebooks/hu.html") as page:
         handle = page.locator(".widget-slider .noUi-handle").first
-        handle.wait_for(state="visible", timeout=30_000)
-        page.wait_for_timeout(500)
         start = page.evaluate(_VISIBLE_IMAGES)
         assert len(start) == 1
         page.get_by_role("button", name="rotate").click()
@@ -169,7 +171,6 @@ def test_toggle_buttons_and_slider_respond_in_browser(server):
         page.wait_for_timeout(500)
         assert page.locator(".widget-slider .widget-readout").first.inner_text().strip() == "5"
         assert page.evaluate(_VISIBLE_IMAGES) not in (start, rotated)
-        browser.close()
 
 
 def test_a_failing_cell_fails_the_build(tmp_path):

@@ -98,6 +98,13 @@ def _digits(seed: int) -> tuple[Split, Split, Split]:
 _TORCHVISION = {"mnist": ("MNIST", 10), "fashion_mnist": ("FashionMNIST", 10), "cifar10": ("CIFAR10", 10)}
 
 
+def _tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+    """A torchvision data set's uint8 images as (N, C, H, W) floats in [0, 1], and its labels."""
+    x = torch.as_tensor(np.asarray(ds.data)).float().div_(255)
+    x = x.permute(0, 3, 1, 2) if x.dim() == 4 else x[:, None]
+    return x.contiguous(), torch.as_tensor(np.asarray(ds.targets)).long()
+
+
 def _torchvision(name: str, root: Path, download: bool, seed: int) -> tuple[Split, Split, Split]:
     import torchvision
 
@@ -114,18 +121,12 @@ def _torchvision(name: str, root: Path, download: bool, seed: int) -> tuple[Spli
             f"qfail.data.load_data({name!r}, download=True) once (or set QFAIL_DATA to a folder "
             f"holding torchvision's {cls_name} files)") from None
 
-    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
-        data = torch.as_tensor(np.asarray(ds.data))
-        x = data.float().div_(255)
-        x = x.permute(0, 3, 1, 2) if x.dim() == 4 else x[:, None]  # (N, C, H, W)
-        return x.contiguous(), torch.as_tensor(np.asarray(ds.targets)).long()
-
-    x, y = tensors(train)
+    x, y = _tensors(train)
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(y), generator=gen)
     n_val = len(y) // 10
     val, tr = perm[:n_val], perm[n_val:]
-    x_test, y_test = tensors(test)
+    x_test, y_test = _tensors(test)
     return Split(x[tr], y[tr]), Split(x[val], y[val]), Split(x_test, y_test)
 
 
@@ -183,8 +184,8 @@ def load_natural_shift(name: str, size: int | None = None, root: str | Path | No
         raise FileNotFoundError(
             f"natural shift {name!r} is not present under {root} (usps.t.bz2); on a machine with network run "
             f"qfail.data.load_natural_shift({name!r}, download=True) once (or set QFAIL_DATA)") from None
-    x = torch.as_tensor(np.asarray(ds.data)).float().div_(255)[:, None]
-    split = Split(_resize(x, size), torch.as_tensor(np.asarray(ds.targets)).long())
+    x, y = _tensors(ds)
+    split = Split(_resize(x, size), y)
     return split.subset(limit) if limit is not None else split
 
 

@@ -37,7 +37,7 @@ from .quant import QuantConfig, int8_static, quantize_model
 from .shift import SHIFTS, shift
 from .train import TrainConfig, fit, predict_logits, resolve_device
 
-__all__ = ["SETTINGS", "SETTING_LABELS", "check_setting", "deploy", "EvalSet", "evaluation_sets", "Predictions",
+__all__ = ["SETTINGS", "SETTING_LABELS", "check_setting", "deploy", "deployed_logits", "EvalSet", "evaluation_sets", "Predictions",
            "predict_sets", "rate_table", "natural_rates", "summary_table", "score_table", "retrain_with_disagreements"]
 
 SETTINGS = ("int8", "dynamic", "w8", "fp16")
@@ -94,6 +94,14 @@ def deploy(model: nn.Module, setting: str, calibration: torch.Tensor) -> nn.Modu
     return quantize_model(model, QuantConfig(), (bits, bits), calibration=calib).eval()
 
 
+def deployed_logits(model: nn.Module, setting: str, x: torch.Tensor, calibration: torch.Tensor,
+                    device: str | torch.device = "cpu") -> torch.Tensor:
+    """Logits of ``model`` deployed under ``setting`` on ``x``; static INT8 runs on torch's CPU
+    kernels whatever ``device`` is, the rest on ``device``."""
+    run_on = torch.device("cpu") if check_setting(setting) == "int8" else resolve_device(device)
+    return predict_logits(deploy(model, setting, calibration), x, device=run_on)
+
+
 @dataclass(frozen=True)
 class EvalSet:
     shift: str  # "none" for the in-distribution set
@@ -135,10 +143,6 @@ class Predictions:
         return self.fp_pred() != self.q_pred(setting)
 
 
-def _probs(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return torch.softmax(predict_logits(model, x, device=device).float(), dim=1)
-
-
 def predict_sets(model: nn.Module, model_key: dict, data: DataSplits, settings: Sequence[str],
                  shifts: Sequence[str], severities: Sequence[int], seed: int = 0, mc_samples: int = 20,
                  split: str = "test", device: str | torch.device = "cpu") -> Predictions:
@@ -158,11 +162,10 @@ def predict_sets(model: nn.Module, model_key: dict, data: DataSplits, settings: 
         sets = evaluation_sets(getattr(data, split), shifts, severities, seed)
         x_all = torch.cat([s.x for s in sets])
         shape = (len(sets), len(sets[0].x), -1)
-        out = {"fp": _probs(model, x_all, device).reshape(shape), "q": {}}
+        out = {"fp": torch.softmax(predict_logits(model, x_all, device=device), 1).reshape(shape), "q": {}}
         for setting in settings:
-            deployed = deploy(model, setting, data.train.x)
-            run_on = torch.device("cpu") if setting == "int8" else device
-            out["q"][setting] = _probs(deployed, x_all, run_on).reshape(shape)
+            logits = deployed_logits(model, setting, x_all, data.train.x, device)
+            out["q"][setting] = torch.softmax(logits.float(), 1).reshape(shape)
         has_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
         out["mc"] = (torch.from_numpy(mc_dropout_variance(model.cpu(), x_all, mc_samples, seed)).float()
                      .reshape(shape[:2]) if has_dropout else None)
@@ -201,8 +204,7 @@ def natural_rates(models: dict[str, nn.Module], settings: Sequence[str], data: D
     for method, model in models.items():
         fp = predict_logits(model, natural.x, device=device).argmax(1)
         for setting in settings:
-            run_on = torch.device("cpu") if check_setting(setting) == "int8" else device
-            q = predict_logits(deploy(model, setting, data.train.x), natural.x, device=run_on).argmax(1)
+            q = deployed_logits(model, setting, natural.x, data.train.x, device).argmax(1)
             rate = disagreement(fp, q, confidence)
             rows.append({"method": method, "setting": setting, "shift": name, "severity": 0,
                          "disagreements": rate.count, "inputs": rate.total, "rate": rate.value, "low": rate.low,
@@ -272,29 +274,25 @@ def retrain_with_disagreements(model: nn.Module, model_key: dict, data: DataSpli
     key = {"model": model_key, "data": list(data.fingerprint), "settings": list(settings), "shifts": list(shifts),
            "severities": list(severities), "seed": seed, "train": config.__dict__}
 
-    def masks(net: nn.Module, split: Split) -> dict[str, torch.Tensor]:
+    def masks(net: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        fp = predict_logits(net, x, device=device).argmax(1)
+        return {s: fp != deployed_logits(net, s, x, data.train.x, device).argmax(1) for s in settings}
+
+    def shifted(split: Split) -> tuple[torch.Tensor, torch.Tensor]:
         sets = evaluation_sets(split, shifts, severities, seed)
-        x_all = torch.cat([s.x for s in sets])
-        fp = predict_logits(net, x_all, device=device).argmax(1)
-        out = {}
-        for setting in settings:
-            run_on = torch.device("cpu") if setting == "int8" else device
-            out[setting] = fp != predict_logits(deploy(net, setting, data.train.x), x_all, device=run_on).argmax(1)
-        return out
+        return torch.cat([s.x for s in sets]), split.y.repeat(len(sets))
 
     def build() -> dict:
-        mined = torch.stack(list(masks(model, data.val).values())).any(0)
-        sets = evaluation_sets(data.val, shifts, severities, seed)
-        x_val = torch.cat([s.x for s in sets])
-        y_val = data.val.y.repeat(len(sets))
+        (x_val, y_val), (x_test, _) = shifted(data.val), shifted(data.test)
+        mined = torch.stack(list(masks(model, x_val).values())).any(0)
         random = torch.randperm(len(y_val), generator=torch.Generator().manual_seed(seed))[:int(mined.sum())]
 
         def with_added(idx: torch.Tensor) -> Split:
             return Split(torch.cat([data.train.x, x_val[idx]]), torch.cat([data.train.y, y_val[idx]]))
 
-        arms = {name: masks(_fine_tune(model, train, config, device), data.test)
+        arms = {name: masks(_fine_tune(model, train, config, device), x_test)
                 for name, train in zip(RETRAIN_ARMS, (with_added(mined), with_added(random), data.train))}
-        return {"mined": int(mined.sum()), "before": masks(model, data.test), "arms": arms}
+        return {"mined": int(mined.sum()), "before": masks(model, x_test), "arms": arms}
 
     result = cached("retrain", key, build)
     rows = []

@@ -98,3 +98,20 @@ def prediction_strip(axes, images, fp_pred, q_pred, labels) -> None:
         ax.set_xlabel(f"label {int(y)}", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
+
+
+def interval_bars(ax, series: dict[str, pd.DataFrame], groups: list[str], ylabel: str = "") -> None:
+    """Grouped bars with asymmetric error bars: one bar per series in each group.
+
+    Each series is a frame with columns ``mid``, ``low`` and ``high`` in group order.
+    """
+    import numpy as np
+
+    width = 0.8 / len(series)
+    for k, (label, t) in enumerate(series.items()):
+        mid = t["mid"].to_numpy()
+        ax.bar(np.arange(len(groups)) + (k - (len(series) - 1) / 2) * width, mid, width, capsize=2, label=label,
+               yerr=[mid - t["low"].to_numpy(), t["high"].to_numpy() - mid])
+    ax.set_xticks(range(len(groups)), groups, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8, ncols=min(len(series), 4))

@@ -21,7 +21,8 @@ from torch import nn
 
 from ._validate import check_choice, check_range
 
-__all__ = ["NORMS", "ATTACKS", "fgsm", "pgd", "attack", "transfer", "robust_accuracy"]
+__all__ = ["NORMS", "ATTACKS", "fgsm", "pgd", "attack", "transfer", "adversarial_examples", "accuracy_on",
+           "robust_accuracy"]
 
 NORMS = ("linf", "l2")
 ATTACKS = ("fgsm", "pgd")
@@ -126,14 +127,28 @@ def transfer(source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Ten
     return adv, _predict(target, adv)
 
 
+def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, eps: float,
+                         norm: str = "linf", batch_size: int = 256, seed: int = 0,
+                         device: str | torch.device = "cpu", **pgd_options) -> torch.Tensor:
+    """``attack`` over ``x`` in batches (batch ``i`` seeded ``seed + i``), on ``device``; kept on the CPU."""
+    return torch.cat([attack(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device), name, eps, norm,
+                             seed + i, **pgd_options).cpu()
+                      for i in range(0, len(y), batch_size)]) if len(y) else x.clone()
+
+
+@torch.no_grad()
+def accuracy_on(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
+                device: str | torch.device = "cpu") -> float:
+    """Accuracy (%) of ``model`` on fixed inputs (adversarial ones made elsewhere, say)."""
+    correct = sum(int((_predict(model, x[i:i + batch_size].to(device)).cpu() == y[i:i + batch_size]).sum())
+                  for i in range(0, len(y), batch_size))
+    return 100.0 * correct / max(len(y), 1)
+
+
 def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, eps: float,
                     norm: str = "linf", source: nn.Module | None = None, batch_size: int = 256, seed: int = 0,
                     device: str | torch.device = "cpu", **pgd_options) -> float:
     """Accuracy (%) of ``model`` on adversarial examples, crafted on ``source`` if one is given."""
     crafter: Callable = model if source is None else source
-    correct = 0
-    for i in range(0, len(y), batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        adv = attack(crafter, xb, yb, name, eps, norm, seed + i, **pgd_options)
-        correct += int((_predict(model, adv) == yb).sum())
-    return 100.0 * correct / max(len(y), 1)
+    adv = adversarial_examples(crafter, x, y, name, eps, norm, batch_size, seed, device, **pgd_options)
+    return accuracy_on(model, adv, y, device=device)

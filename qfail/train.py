@@ -27,6 +27,7 @@ __all__ = ["TrainConfig", "METHODS", "seed_everything", "resolve_device", "fit",
            "accuracy", "train_cached"]
 
 METHODS = ("standard", "mixup", "adversarial", "qat")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class TrainConfig:
         epochs: passes over the training split.
         batch_size: examples per step.
         lr: Adam learning rate.
+        lr_schedule: ``constant``, or ``cosine`` (annealed to zero over the run, step by step):
+            small BatchNorm nets on a thousand images end on a lucky or an unlucky epoch
+            under a constant rate, and cosine removes that lottery.
         weight_decay: L2 penalty.
         method: ``standard`` (cross-entropy), ``mixup`` (Zhang et al. 2018), ``adversarial``
             (PGD-L-inf examples replace a share of each batch, as ART's ``AdversarialTrainer``)
@@ -53,6 +57,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
     lr: float = 3e-3
+    lr_schedule: str = "constant"
     weight_decay: float = 0.0
     method: str = "standard"
     mixup_alpha: float = 0.2
@@ -68,6 +73,7 @@ class TrainConfig:
         check_range("epochs", self.epochs, 0, 10_000, integer=True)
         check_range("batch_size", self.batch_size, 1, 1 << 20, integer=True)
         check_range("lr", self.lr, 0.0, 10.0)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
         check_choice("method", self.method, METHODS)
         check_range("mixup_alpha", self.mixup_alpha, 1e-3, 10.0)
@@ -132,6 +138,8 @@ def fit(model: nn.Module, train: Split, config: TrainConfig, device: str | torch
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * -(-len(train) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)) if config.lr_schedule == "cosine" else None
     history = []
     # progress=None shows the bar only on a terminal (never as a widget inside notebooks)
     for _ in tqdm(range(config.epochs), desc="epochs", disable=None if progress is None else not progress,
@@ -143,6 +151,8 @@ def fit(model: nn.Module, train: Split, config: TrainConfig, device: str | torch
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if schedule is not None:
+                schedule.step()
             total, count = total + loss.item() * len(y), count + len(y)
         history.append(total / max(count, 1))
     model.eval()

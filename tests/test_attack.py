@@ -72,3 +72,12 @@ def test_bad_attack_arguments_are_one_line(trained_cnn, batch):
         attack.attack(trained_cnn, x, y, "cw", 0.1)
     with pytest.raises(ValueError, match="eps=-0.1 is out of range"):
         attack.fgsm(trained_cnn, x, y, -0.1)
+
+
+def test_batched_examples_match_one_attack_per_batch(trained_cnn, batch):
+    x, y = batch
+    adv = attack.adversarial_examples(trained_cnn, x, y, "pgd", 0.1, batch_size=40, seed=5, steps=3)
+    assert torch.equal(adv[:40], attack.pgd(trained_cnn, x[:40], y[:40], 0.1, steps=3, seed=5))
+    assert torch.equal(adv[40:], attack.pgd(trained_cnn, x[40:], y[40:], 0.1, steps=3, seed=45))
+    pred = trained_cnn(adv).argmax(1)
+    assert attack.accuracy_on(trained_cnn, adv, y, batch_size=7) == pytest.approx(100 * (pred == y).float().mean().item())

@@ -24,7 +24,10 @@ SMALL = {"primer": {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bi
          "moon": {"rl_updates": "5", "episodes": "2", "bit_widths": "8,2", "qat_updates": "1", "eps_values": "0.03,0.1",
                   "eps": "0.03", "verified_states": "30", "grid_cells": "4", "bits": "8"},
          "hu": {"epochs": "2", "methods": "standard,qat", "settings": "int8", "bits": "2", "size": "8",
-                "shifts": "gaussian_noise,rotate", "severities": "1,5", "mc_samples": "2", "retrain_epochs": "1"}}
+                "shifts": "gaussian_noise,rotate", "severities": "1,5", "mc_samples": "2", "retrain_epochs": "1"},
+         "li": {"depth": "8", "width": "0.25", "epochs": "2", "adv_steps": "2", "pipelines": "a,b,e", "ptq_methods": "pwlq",
+                "ptq_bits": "4", "ptq_parts": "weights,activations", "qat_parts": "activations", "qat_epochs": "1",
+                "pgd_steps": "2", "limit": "40"}}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -171,6 +174,24 @@ def test_toggle_buttons_and_slider_respond_in_browser(server):
         page.wait_for_timeout(500)
         assert page.locator(".widget-slider .widget-readout").first.inner_text().strip() == "5"
         assert page.evaluate(_VISIBLE_IMAGES) not in (start, rotated)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+def test_three_controls_respond_in_browser(server):
+    """The Li chapter's bits x part x level switcher: the part buttons and the level slider swap panels."""
+    with _widget_page(server, "notebooks/li.html") as page:
+        start = page.evaluate(_VISIBLE_IMAGES)
+        assert len(start) == 1
+        page.get_by_role("button", name="weights").click()
+        page.wait_for_timeout(500)
+        weights = page.evaluate(_VISIBLE_IMAGES)
+        assert len(weights) == 1 and weights != start
+        level = page.locator(".widget-slider .noUi-handle").nth(1)  # bits, then level
+        level.focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(500)
+        assert page.locator(".widget-slider .widget-readout").nth(1).inner_text().strip() == "2"
+        assert page.evaluate(_VISIBLE_IMAGES) not in (start, weights)
 
 
 def test_a_failing_cell_fails_the_build(tmp_path):

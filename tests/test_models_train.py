@@ -58,10 +58,27 @@ def test_train_cached_reuses_weights(digits, monkeypatch):
     ({"method": "sgd"}, "method='sgd' is not allowed; choose one of 'standard', 'mixup'"),
     ({"epochs": -1}, "epochs=-1 is out of range"),
     ({"lr": "fast"}, "lr='fast' must be a number"),
+    ({"lr_schedule": "step"}, "lr_schedule='step' is not allowed; choose one of 'constant', 'cosine'"),
 ])
 def test_train_config_raises(kwargs, message):
     with pytest.raises(ValueError, match=message):
         qfail.TrainConfig(**kwargs)
+
+
+def test_cosine_schedule_anneals_to_zero_over_the_run(digits, monkeypatch):
+    rates = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    model = qfail.build_model("mlp", digits.input_shape, seed=0)
+    qfail.train.fit(model, digits.train, qfail.TrainConfig(epochs=2, lr=1e-2, lr_schedule="cosine", batch_size=256))
+    steps = 2 * -(-len(digits.train) // 256)
+    assert len(rates) == steps and rates[0] == 1e-2
+    assert all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < 1e-2 * 0.05
 
 
 def test_device_validation():

@@ -49,8 +49,53 @@ def test_evaluate_reports_white_box_and_transfer(floats, digits):
     models, _ = floats
     attacks = [rb.Attack("fgsm", "linf", 0.1), rb.Attack("pgd", "linf", 0.1, steps=5)]
     qm = rb.quantize_along(rb.pipeline("a"), *floats, digits, "static", "both", 4, QAT)
-    row = rb.evaluate(qm, digits, attacks, source=models["standard"], limit=100)
+    crafted = rb.transfer_set(models["standard"], digits, attacks, limit=100)
+    row = rb.evaluate(qm, digits, attacks, transfer=crafted, limit=100)
     assert set(row) == {"clean", "FGSM-linf 0.1", "FGSM-linf 0.1 transfer", "PGD-linf 0.1", "PGD-linf 0.1 transfer"}
     assert row["PGD-linf 0.1"] <= row["FGSM-linf 0.1"] + 5 and row["PGD-linf 0.1"] < row["clean"]
+    # on the float model itself, the transfer attack is the white-box attack
+    same = rb.evaluate(models["standard"], digits, attacks, transfer=crafted, limit=100)
+    assert same["PGD-linf 0.1"] == same["PGD-linf 0.1 transfer"]
+    with pytest.raises(ValueError, match="transfer has no 50 examples for 'FGSM-linf 0.1'"):
+        rb.evaluate(qm, digits, attacks, transfer=crafted, limit=50)
     robust = rb.evaluate(models["adversarial"], digits, attacks, limit=100)["PGD-linf 0.1"]
     assert robust > rb.evaluate(models["standard"], digits, attacks, limit=100)["PGD-linf 0.1"]
+
+
+def test_matrix_cells_put_ptq_on_the_ptq_pipelines_only():
+    cells = rb.matrix_cells(["a", "c", "e"], ["static", "pwlq"], [8, 4], ["weights"], ["pact"], [4], ["weights", "both"])
+    ptq = [c for c in cells if c.stage == "PTQ"]
+    assert {c.pipeline for c in ptq} == {"a"} and len(ptq) == 4
+    assert [(c.pipeline, c.stage) for c in cells if c.method == "pact"] == [
+        ("a", "clean QAT"), ("a", "clean QAT"), ("c", "adversarial QAT"), ("c", "adversarial QAT"),
+        ("e", "adversarial QAT"), ("e", "adversarial QAT")]
+    with pytest.raises(ValueError, match="ptq_methods='pact' is not allowed; choose one of 'static', 'pwlq'"):
+        rb.matrix_cells(["a"], ["pact"], [4], ["weights"], [], [], [])
+    with pytest.raises(ValueError, match="parts='bias' is not allowed"):
+        rb.matrix_cells(["a"], ["static"], [4], ["bias"], [], [], [])
+
+
+def test_run_matrix_rows_and_the_shared_pwlq_activation_cell(floats, digits):
+    models, keys = floats
+    attacks = [rb.Attack("pgd", "linf", 0.1, steps=2)]
+    cells = rb.matrix_cells(["a", "b"], ["static", "pwlq"], [4], ["activations"], ["pact"], [4], ["activations"])
+    transfer = {i: rb.transfer_set(m, digits, attacks, limit=30) for i, m in models.items()}
+    rows, qms = rb.run_matrix(cells, models, keys, digits, QAT, attacks, transfer, surrogate=attacks[0], limit=30)
+    assert len(rows) == len(cells) == 6
+    # PWLQ on activations alone is uniform PTQ: one model, one evaluation
+    assert qms[rb.Cell("a", "pwlq", "activations", 4)] is qms[rb.Cell("a", "static", "activations", 4)]
+    ptq = rows[rows.stage == "PTQ"]
+    assert (ptq["PGD-linf 0.1 surrogate"] == ptq["PGD-linf 0.1 transfer"]).all()
+    assert set(rows.stage) == {"PTQ", "clean QAT"} and (rows["float s"] > 0).all()
+    qat = rows[rows.stage == "clean QAT"]
+    assert (qat["quant s"] > 0).all() and qat["PGD-linf 0.1 surrogate"].between(0, 100).all()
+
+
+def test_surrogate_attacks_the_same_weights_without_rounding(floats, digits):
+    models, _ = floats
+    qm = rb.quantize_along(rb.pipeline("a"), *floats, digits, "static", "both", 2, QAT)
+    a = rb.Attack("pgd", "linf", 0.1, steps=3)
+    # the 2-bit model's own weights without quantization are the float model's: surrogate == transfer
+    crafted = rb.transfer_set(models["standard"], digits, [a], limit=50)
+    assert rb.surrogate_accuracy(qm, digits, a, limit=50) == rb.evaluate(qm, digits, [a], crafted, limit=50)[f"{a.label} transfer"]
+    assert all(layer.enabled for layer in qm.layers.values())  # quantization is back on afterwards

@@ -77,6 +77,18 @@ def test_hu_rejects_bad_choices_in_one_line(tmp_path, given, message):
         runner.run_chapter("hu", given, tmp_path)
 
 
+@pytest.mark.parametrize("given, message", [
+    ({"pipelines": "a,f"}, r"ValueError: pipelines='f' is not allowed; choose one of 'a', 'b', 'c', 'd', 'e'"),
+    ({"ptq_methods": "dynamic"}, r"ValueError: ptq_methods='dynamic' is not allowed; choose one of 'static', 'pwlq'"),
+    ({"linf_eps": "0.1,0.2"}, r"ValueError: linf_eps=\[0.1, 0.2\] must hold three budgets"),
+    ({"focus_bits": "3"}, r"ValueError: focus_bits=3 is not allowed; choose one of the computed bit-widths \[2, 4, 8\]"),
+    ({"size": "8"}, r"size"),
+])
+def test_li_rejects_bad_choices_in_one_line(tmp_path, given, message):
+    with pytest.raises((runner.ChapterError, ValueError), match=message):
+        runner.run_chapter("li", given, tmp_path)
+
+
 def test_primer_runs_with_small_parameters(tmp_path):
     path = runner.run_chapter("primer", SMALL, tmp_path)
     nb = nbformat.read(path, as_version=4)

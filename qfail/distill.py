@@ -3,18 +3,31 @@
 ``kd_loss`` builds the loss ``fit`` expects: tau^2 * KL(softmax(z_T / tau) || softmax(z_S / tau)),
 optionally mixed with cross-entropy on the labels. The teacher is any callable returning logits;
 it is queried without gradients.
+
+Frank & Ardis start from a *black box*: a model that only answers queries with probabilities.
+``BlackBox`` wraps such a model (a scikit-learn classifier, or a torch model) so that nothing
+but ``query`` is reachable, counts every input it answers and refuses to go over its budget;
+``distill_black_box`` spends the budget once on a transfer set and trains a white-box torch
+student on the answers.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_range
+from ._validate import check_choice, check_range
+from .data import DataSplits, Split
+from .train import TrainConfig, train_cached
 
-__all__ = ["kd_loss", "kd_divergence"]
+__all__ = ["kd_loss", "kd_divergence", "QueryBudgetExceeded", "BlackBox", "TEACHERS", "sklearn_teacher",
+           "transfer_inputs", "query_transfer_set",
+           "distill_black_box"]
+
+TEACHERS = ("mlp", "forest", "svm")
 
 
 def kd_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -38,3 +51,102 @@ def kd_loss(teacher: Callable[[torch.Tensor], torch.Tensor], temperature: float 
         return kd if label_weight == 0 else (1 - label_weight) * kd + label_weight * F.cross_entropy(logits, y)
 
     return loss
+
+
+class QueryBudgetExceeded(RuntimeError):
+    """A black box was asked more than its budget allows."""
+
+
+class BlackBox:
+    """Query-only access to a classifier: ``query(x)`` returns probabilities (N, K), nothing else.
+
+    The wrapped function lives in a closure, so the object has no parameters, no gradients and
+    no model attribute to reach; answers are fresh tensors that do not require grad. Every
+    answered input counts against ``budget`` (``None``: unlimited); a query that would exceed
+    it is refused whole.
+    """
+
+    __slots__ = ("_answer", "budget", "queries")
+
+    def __init__(self, predict_proba: Callable[[np.ndarray], np.ndarray], budget: int | None = None) -> None:
+        if budget is not None:
+            check_range("query_budget", budget, 1, integer=True)
+
+        def answer(x: torch.Tensor) -> torch.Tensor:
+            flat = x.detach().cpu().reshape(len(x), -1).numpy()
+            return torch.as_tensor(np.asarray(predict_proba(flat)), dtype=torch.float32)
+
+        self._answer, self.budget, self.queries = answer, budget, 0
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        if self.budget is not None and self.queries + len(x) > self.budget:
+            raise QueryBudgetExceeded(f"query of {len(x)} inputs refused: {self.queries} of the budget of "
+                                      f"{self.budget} already spent")
+        self.queries += len(x)
+        return self._answer(x)
+
+    def __repr__(self) -> str:
+        return f"BlackBox(queries={self.queries}, budget={self.budget})"
+
+
+def sklearn_teacher(data: DataSplits, kind: str = "mlp", seed: int = 0):
+    """A scikit-learn classifier trained on the training split (flattened images): the black box's inside."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.svm import SVC
+
+    check_choice("teacher", kind, TEACHERS)
+    model = {"mlp": lambda: MLPClassifier((128,), max_iter=400, random_state=seed),
+             "forest": lambda: RandomForestClassifier(300, random_state=seed),
+             "svm": lambda: SVC(probability=True, random_state=seed)}[kind]()
+    return model.fit(data.train.x.reshape(len(data.train), -1).numpy(), data.train.y.numpy())
+
+
+def transfer_inputs(train: Split, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` inputs to spend queries on: the training images first, then seeded jittered copies
+    (shifted by up to one pixel, plus small Gaussian noise) once they run out."""
+    check_range("queries", n, 1, integer=True)
+    gen = torch.Generator().manual_seed(seed)
+    parts, left = [train.x[:n]], n - min(n, len(train))
+    while left > 0:
+        base = train.x[torch.randperm(len(train), generator=gen)[:left]]
+        dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=gen))
+        moved = torch.roll(base, shifts=(dy, dx), dims=(2, 3))
+        parts.append((moved + 0.05 * torch.randn(moved.shape, generator=gen)).clamp(0, 1))
+        left -= len(base)
+    return torch.cat(parts)
+
+
+def _packed_kd(temperature: float, label_weight: float):
+    """KD loss on a target that packs the teacher's probabilities and the label: y = [p | label]."""
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits, probs, labels = model(x), y[:, :-1], y[:, -1].long()
+        kd = kd_divergence(logits, probs.clamp_min(1e-8).log(), temperature)
+        return kd if label_weight == 0 else (1 - label_weight) * kd + label_weight * F.cross_entropy(logits, labels)
+    return loss
+
+
+def query_transfer_set(teacher: BlackBox, data: DataSplits, queries: int, seed: int = 0) -> DataSplits:
+    """Spend ``queries`` of the black box once, on ``transfer_inputs``; the answers become the
+    training split, packed as ``y = [probabilities | label]`` (the real label for training
+    images, the teacher's top label for jittered copies). Validation and test are kept."""
+    x = transfer_inputs(data.train, queries, seed)
+    probs = teacher.query(x)
+    labels = torch.cat([data.train.y[:queries], probs[len(data.train):].argmax(1)])[:queries]
+    return DataSplits(data.name, Split(x, torch.cat([probs, labels[:, None].float()], 1)), data.val, data.test,
+                      data.num_classes, data.fingerprint + ("black-box transfer", queries, seed))
+
+
+def distill_black_box(transfer: DataSplits, make_student: Callable[[], nn.Module], student_key: dict,
+                      config: TrainConfig, temperature: float = 2.0, label_weight: float = 0.0,
+                      teacher_key: dict | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """A student trained on the black box's answers in ``transfer`` (``query_transfer_set``):
+    ``(1 - w) * tau^2 KL(teacher || student) + w * CE(labels)`` with w = ``label_weight``.
+
+    Cached under the student's key, the transfer set, the teacher's key and the KD settings.
+    """
+    check_range("temperature", temperature, 1e-3, 1e3)
+    check_range("label_weight", label_weight, 0.0, 1.0)
+    return train_cached(make_student, student_key, transfer, config, device, kind="student",
+                        loss_fn=_packed_kd(temperature, label_weight),
+                        extra_key={"teacher": teacher_key, "temperature": temperature, "label_weight": label_weight})

@@ -14,9 +14,9 @@ from torch import nn
 
 from ._validate import check_choice, check_range
 
-__all__ = ["MODELS", "MLP", "SmallCNN", "CifarResNet", "BasicBlock", "build_model"]
+__all__ = ["MODELS", "MLP", "SmallCNN", "CifarResNet", "BasicBlock", "resnet18", "build_model"]
 
-MODELS = ("mlp", "cnn", "resnet")
+MODELS = ("mlp", "cnn", "resnet", "resnet18")
 
 
 class MLP(nn.Module):
@@ -113,11 +113,21 @@ class CifarResNet(nn.Module):
         return self.fc(self.pool(self.blocks(self.stem(x))))
 
 
+def resnet18(input_shape: tuple[int, ...], num_classes: int = 10) -> nn.Module:
+    """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, for small images."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    net = tv_resnet18(num_classes=num_classes)
+    net.conv1 = nn.Conv2d(input_shape[0], 64, 3, 1, 1, bias=False)
+    net.maxpool = nn.Identity()
+    return net
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int = 10, seed: int | None = None,
                 **kwargs) -> nn.Module:
     """A model by name (one of ``MODELS``), initialised from ``seed`` when one is given."""
     check_choice("model", name, MODELS)
     if seed is not None:
         torch.manual_seed(seed)
-    cls = {"mlp": MLP, "cnn": SmallCNN, "resnet": CifarResNet}[name]
+    cls = {"mlp": MLP, "cnn": SmallCNN, "resnet": CifarResNet, "resnet18": resnet18}[name]
     return cls(tuple(input_shape), num_classes, **kwargs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from .data import Split
 from .distill import kd_loss
 from .quant.model import QuantConfig, QuantizedModel, qat_config, quantize_model
 from .train import TrainConfig, fit, seed_everything
+
+if TYPE_CHECKING:  # pandas is imported where a table is built
+    import pandas as pd
 
 __all__ = ["RLConfig", "Rollouts", "policy_net", "reinforce", "train_policy", "rollout", "qat_policy", "QAT_METHODS",
            "policy_table", "ENV_ID", "OBS_NAMES"]

@@ -34,7 +34,7 @@ from .attack import ATTACKS, NORMS, accuracy_on, adversarial_examples
 from .data import DataSplits
 from .quant import QuantizedModel
 from .sweep import PARTS, quantized
-from .train import TrainConfig, accuracy
+from .train import TrainConfig
 
 __all__ = ["PIPELINES", "Pipeline", "pipeline", "Attack", "DEFAULT_ATTACKS", "quantize_along", "transfer_set",
            "evaluate", "surrogate_accuracy",

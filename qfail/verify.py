@@ -32,6 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,6 +41,9 @@ from torch import nn
 from ._validate import check_choice, check_range
 from .quant.model import QuantizedModel, QuantLayer
 from .quant.int8 import decide
+
+if TYPE_CHECKING:  # pandas is imported where a table is built
+    import pandas as pd
 
 __all__ = ["Affine", "ReLU", "ActQuant", "Program", "extract", "bounds", "margin_spec", "certified_actions",
            "falsify", "verify_consistency", "Verdict", "METHODS", "moon_inn", "inn_ablation", "grid_boxes", "consistency_sweep"]

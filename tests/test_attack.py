@@ -3,7 +3,6 @@ import pytest
 import torch
 from torch import nn
 
-import qfail
 from qfail import attack
 from qfail.quant import QuantConfig, quantize_model
 

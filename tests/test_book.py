@@ -27,7 +27,12 @@ SMALL = {"primer": {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bi
                 "shifts": "gaussian_noise,rotate", "severities": "1,5", "mc_samples": "2", "retrain_epochs": "1"},
          "li": {"depth": "8", "width": "0.25", "epochs": "2", "adv_steps": "2", "pipelines": "a,b,e", "ptq_methods": "pwlq",
                 "ptq_bits": "4", "ptq_parts": "weights,activations", "qat_parts": "activations", "qat_epochs": "1",
-                "pgd_steps": "2", "limit": "40"}}
+                "pgd_steps": "2", "limit": "40"},
+         "frank_distill": {"query_budgets": "100,300", "epochs": "3"},
+         "frank_pairs": {"seeds": "0", "models": "cnn", "queries": "500", "rounds": "2", "retain_epochs": "1",
+                         "random_draws": "1"},
+         "frank_analyses": {"queries": "500", "rounds": "2", "retain_epochs": "1", "corruptions": "gaussian_noise,rotate",
+                            "severities": "1,3", "examples": "4"}}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -119,7 +124,7 @@ _VISIBLE_PANEL = """() => Array.from(document.querySelectorAll('.jupyter-widgets
 
 @contextlib.contextmanager
 def _widget_page(server: str, path: str):
-    """A headless Chromium page at ``path`` (no request leaves the site), once its first slider shows."""
+    """A headless Chromium page at ``path`` (no request leaves the site), once its first control shows."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -127,7 +132,8 @@ def _widget_page(server: str, path: str):
         page = browser.new_page()
         page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server) else r.abort())
         page.goto(f"{server}/{path}", wait_until="load")
-        page.locator(".widget-slider .noUi-handle").first.wait_for(state="visible", timeout=30_000)
+        page.locator(".widget-slider .noUi-handle, .widget-toggle-buttons button").first.wait_for(
+            state="visible", timeout=30_000)
         page.wait_for_timeout(500)
         try:
             yield page
@@ -158,40 +164,42 @@ def test_two_nested_controls_respond_in_browser(server):
         assert page.evaluate(_VISIBLE_IMAGES) != start_images
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
-def test_toggle_buttons_and_slider_respond_in_browser(server):
-    """The Hu chapter's shift x severity switcher: a button and a slider each swap the panel."""
-    with _widget_page(server, "notebooks/hu.html") as page:
-        handle = page.locator(".widget-slider .noUi-handle").first
-        start = page.evaluate(_VISIBLE_IMAGES)
-        assert len(start) == 1
-        page.get_by_role("button", name="rotate").click()
-        page.wait_for_timeout(500)
-        rotated = page.evaluate(_VISIBLE_IMAGES)
-        assert len(rotated) == 1 and rotated != start
-        handle.focus()
-        page.keyboard.press("ArrowRight")  # severity 1 -> 5
-        page.wait_for_timeout(500)
-        assert page.locator(".widget-slider .widget-readout").first.inner_text().strip() == "5"
-        assert page.evaluate(_VISIBLE_IMAGES) not in (start, rotated)
+def _swaps_panel(page, seen: list, act) -> None:
+    """Run ``act`` (a click or a key press); exactly one panel image shows, and a new one."""
+    act()
+    page.wait_for_timeout(500)
+    now = page.evaluate(_VISIBLE_IMAGES)
+    assert len(now) == 1 and now not in seen
+    seen.append(now)
+
+
+def _arrow_right(page, handle):
+    return lambda: (handle.focus(), page.keyboard.press("ArrowRight"))
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
-def test_three_controls_respond_in_browser(server):
-    """The Li chapter's bits x part x level switcher: the part buttons and the level slider swap panels."""
-    with _widget_page(server, "notebooks/li.html") as page:
-        start = page.evaluate(_VISIBLE_IMAGES)
-        assert len(start) == 1
-        page.get_by_role("button", name="weights").click()
-        page.wait_for_timeout(500)
-        weights = page.evaluate(_VISIBLE_IMAGES)
-        assert len(weights) == 1 and weights != start
-        level = page.locator(".widget-slider .noUi-handle").nth(1)  # bits, then level
-        level.focus()
-        page.keyboard.press("ArrowRight")
-        page.wait_for_timeout(500)
-        assert page.locator(".widget-slider .widget-readout").nth(1).inner_text().strip() == "2"
-        assert page.evaluate(_VISIBLE_IMAGES) not in (start, weights)
+@pytest.mark.parametrize("chapter, button, slider, readout", [
+    ("hu", "rotate", 0, "5"),  # shift x severity: severity 1 -> 5
+    ("li", "weights", 1, "2"),  # bits x part x level: level 1 -> 2
+])
+def test_buttons_and_sliders_respond_in_browser(server, chapter, button, slider, readout):
+    """A button and a slider of the chapter's switcher each swap the panel."""
+    with _widget_page(server, f"notebooks/{chapter}.html") as page:
+        seen = [page.evaluate(_VISIBLE_IMAGES)]
+        assert len(seen[0]) == 1
+        _swaps_panel(page, seen, page.get_by_role("button", name=button).click)
+        _swaps_panel(page, seen, _arrow_right(page, page.locator(".widget-slider .noUi-handle").nth(slider)))
+        assert page.locator(".widget-slider .widget-readout").nth(slider).inner_text().strip() == readout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+def test_pair_layer_and_corruption_buttons_respond_in_browser(server):
+    """The Frank & Ardis analyses switcher: three rows of buttons, each swaps the panel."""
+    with _widget_page(server, "notebooks/frank_analyses.html") as page:
+        seen = [page.evaluate(_VISIBLE_IMAGES)]
+        assert len(seen[0]) == 1
+        for name in ("robust", "features.4", "rotate"):
+            _swaps_panel(page, seen, page.get_by_role("button", name=name, exact=True).click)
 
 
 def test_a_failing_cell_fails_the_build(tmp_path):

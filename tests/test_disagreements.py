@@ -1,8 +1,6 @@
 """Training variants, deployment settings, disagreement tables and the paper's parsed numbers."""
-import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 import qfail
 from qfail import disagreements as dis

@@ -47,7 +47,7 @@ def test_every_chapter_declares_typed_parameters():
     for chapter in runner.chapters():
         nb = jupytext.read(runner.NOTEBOOK_DIR / f"{chapter}.md")
         params = runner.declared_parameters(nb)
-        assert "seed" in params, f"{chapter} has no seed parameter"
+        assert "seed" in params or "seeds" in params, f"{chapter} has no seed parameter"
         for p in params.values():
             assert p.help, f"{chapter}: parameter {p.name} has no comment"
             runner._coerce(p, p.default, chapter)  # the defaults satisfy their own annotations
@@ -87,6 +87,18 @@ def test_hu_rejects_bad_choices_in_one_line(tmp_path, given, message):
 def test_li_rejects_bad_choices_in_one_line(tmp_path, given, message):
     with pytest.raises((runner.ChapterError, ValueError), match=message):
         runner.run_chapter("li", given, tmp_path)
+
+
+@pytest.mark.parametrize("chapter, given, message", [
+    ("frank_pairs", {"models": "cnn,vgg"}, r"ValueError: models='vgg' is not allowed; choose one of 'mlp', 'cnn'"),
+    ("frank_pairs", {"budget": "9"}, r"ValueError: budget=9.0 is out of range; allowed values are in \[2, 8\]"),
+    ("frank_analyses", {"corruptions": "fog"}, r"ValueError: corruptions='fog' is not allowed; choose one of 'gaussian_noise'"),
+    ("frank_distill", {"query_budgets": "5"}, r"ValueError: query_budgets=5 is out of range"),
+    ("frank_distill", {"teacher": "knn"}, r"teacher"),
+])
+def test_frank_chapters_reject_bad_input_in_one_line(tmp_path, chapter, given, message):
+    with pytest.raises((runner.ChapterError, ValueError), match=message):
+        runner.run_chapter(chapter, given, tmp_path)
 
 
 def test_primer_runs_with_small_parameters(tmp_path):

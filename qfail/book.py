@@ -77,7 +77,8 @@ def build_book(root: Path = ROOT, force: bool = False, strict: bool = True) -> f
     """Build ``root`` with jupyter-book; return the wall time in seconds.
 
     ``force`` drops the execution cache first (jupyter-cache keys only on code cells, so a change
-    inside qfail alone would not re-execute a chapter). Warnings are errors when ``strict``.
+    inside qfail alone would not re-execute a chapter) and rebuilds every page (Sphinx would
+    otherwise skip the chapters whose source did not change). Warnings are errors when ``strict``.
     """
     fetch_assets(root / "book" / "_assets")
     if force:
@@ -85,6 +86,8 @@ def build_book(root: Path = ROOT, force: bool = False, strict: bool = True) -> f
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--keep-going"]
     if strict:
         cmd.append("-W")
+    if force:
+        cmd.append("--all")
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=root)
     place_widget_fonts(root / "_build" / "html", root / "book" / "_assets")
@@ -95,16 +98,17 @@ def place_widget_fonts(html: Path, assets: Path = ASSETS) -> int:
     """Put the widget manager's icon fonts where it looks for them; return the pages served.
 
     ``embed-amd.js`` resolves its fonts against the URL of its AMD module, which RequireJS
-    places beside the page (``<page dir>/@jupyter-widgets/html-manager/dist/``), so every folder
-    with a widget page gets a copy (a few hundred KB) instead of 404s for button icons.
+    places beside the page (``<page dir>/@jupyter-widgets/html-manager/dist/``); the controls'
+    style sheet asks one level up (``<page dir>/@jupyter-widgets/``). Every folder with a widget
+    page gets both copies (a few hundred KB) instead of 404s for button icons.
     """
     fonts = sorted((assets / "widget-fonts").glob("*"))
     folders = {page.parent for page in Path(html).rglob("*.html") if "embed-amd.js" in page.read_text()}
     for folder in folders:
-        target = folder / "@jupyter-widgets" / "html-manager" / "dist"
-        target.mkdir(parents=True, exist_ok=True)
-        for font in fonts:
-            shutil.copy(font, target / font.name)
+        for target in (folder / "@jupyter-widgets", folder / "@jupyter-widgets" / "html-manager" / "dist"):
+            target.mkdir(parents=True, exist_ok=True)
+            for font in fonts:
+                shutil.copy(font, target / font.name)
     return len(folders)
 
 

@@ -224,19 +224,25 @@ def search_baselines(network: QuantizedModel, learned: BitPolicy, split: Split, 
 
     Uniform: the budget's width everywhere (rounded down to a choice). Random: the worst of
     ``random_draws`` seeded random per-input policies. Exhaustive: every static policy within
-    the budget. Learned: the trained policy (its cost is its REINFORCE training).
+    the budget, where that is affordable (``policy.MAX_STATIC_POLICIES``). Learned: the trained
+    policy (its cost is its REINFORCE training).
     """
     n_layers, n = len(network.layer_names), len(split)
     uniform = max(c for c in choices if c <= budget)
     rand = [evaluate_pair(network, RandomPolicy(n_layers, choices, budget), split, seed + k, device=device)["drop"]
             for k in range(random_draws)]
-    exhaustive = static_search(network, split, budget, choices, device)
+    try:
+        exhaustive = static_search(network, split, budget, choices, device)
+        worst = {"search": f"exhaustive static ({len(exhaustive)} policies)", "worst drop": exhaustive["drop"].iloc[0],
+                 "network evaluations": len(exhaustive) * n, "policy": str(exhaustive["bits"].iloc[0])}
+    except ValueError as too_many:
+        worst = {"search": "exhaustive static (not run)", "worst drop": float("nan"), "network evaluations": 0,
+                 "policy": str(too_many)}
     rows = [
         {"search": f"uniform {uniform} bits", "worst drop": evaluate_pair(network, StaticPolicy(
             [uniform] * n_layers, choices, budget), split, device=device)["drop"], "network evaluations": n},
         {"search": f"random (worst of {random_draws})", "worst drop": max(rand), "network evaluations": random_draws * n},
-        {"search": f"exhaustive static ({len(exhaustive)} policies)", "worst drop": exhaustive["drop"].iloc[0],
-         "network evaluations": len(exhaustive) * n, "policy": str(exhaustive["bits"].iloc[0])},
+        worst,
         {"search": "learned (REINFORCE)", "worst drop": evaluate_pair(network, learned, split, device=device)["drop"],
          "network evaluations": policy_evaluations + n},
     ]

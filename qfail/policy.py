@@ -23,7 +23,7 @@ from torch import nn
 from ._validate import check_bits, check_range
 
 __all__ = ["BIT_CHOICES", "check_space", "project_to_budget", "PolicyStep", "BitPolicy", "StaticPolicy", "RandomPolicy",
-           "static_policies", "reinforce_step"]
+           "static_policies", "MAX_STATIC_POLICIES", "reinforce_step"]
 
 BIT_CHOICES = (2, 3, 4, 5, 6, 8)
 
@@ -123,9 +123,19 @@ class RandomPolicy:
         return PolicyStep(torch.tensor(self.choices)[project_to_budget(index, self.choices, self.budget)])
 
 
+MAX_STATIC_POLICIES = 50_000
+
+
 def static_policies(n_layers: int, choices: Sequence[int] = BIT_CHOICES, budget: float = 4.0) -> list[tuple[int, ...]]:
-    """Every per-layer assignment of ``choices`` whose mean is within ``budget`` (exhaustive search)."""
+    """Every per-layer assignment of ``choices`` whose mean is within ``budget`` (exhaustive search).
+
+    Raises ValueError when there are more than ``MAX_STATIC_POLICIES`` assignments to scan
+    (a ResNet-18 has 21 layers: 6^21 of them).
+    """
     check_space(choices, budget)
+    if len(choices) ** n_layers > MAX_STATIC_POLICIES:
+        raise ValueError(f"n_layers={n_layers} is too many for an exhaustive search: {len(choices)}^{n_layers} "
+                         f"assignments, allowed at most {MAX_STATIC_POLICIES:,}")
     return [bits for bits in itertools.product(choices, repeat=n_layers) if sum(bits) <= budget * n_layers + 1e-9]
 
 

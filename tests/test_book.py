@@ -124,12 +124,15 @@ _VISIBLE_PANEL = """() => Array.from(document.querySelectorAll('.jupyter-widgets
 
 @contextlib.contextmanager
 def _widget_page(server: str, path: str):
-    """A headless Chromium page at ``path`` (no request leaves the site), once its first control shows."""
+    """A headless Chromium page at ``path`` (no request leaves the site), once its first control shows;
+    on leaving, no request may have failed with a 4xx/5xx."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page()
+        missing: list[str] = []
+        page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server) else r.abort())
         page.goto(f"{server}/{path}", wait_until="load")
         page.locator(".widget-slider .noUi-handle, .widget-toggle-buttons button").first.wait_for(
@@ -137,6 +140,7 @@ def _widget_page(server: str, path: str):
         page.wait_for_timeout(500)
         try:
             yield page
+            assert not missing, missing  # every script, style sheet and icon font is served by the site
         finally:
             browser.close()
 

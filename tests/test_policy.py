@@ -60,5 +60,7 @@ def test_bad_policy_arguments_are_one_line():
         P.BitPolicy((1, 8, 8), 3, CHOICES, budget=1.0)
     with pytest.raises(ValueError, match="bits=7 is not allowed; choose one of"):
         P.StaticPolicy([7, 4, 4])
+    with pytest.raises(ValueError, match=r"n_layers=21 is too many for an exhaustive search: 6\^21 assignments"):
+        P.static_policies(21)
     with pytest.raises(ValueError, match="must be distinct bit-widths in increasing order"):
         P.RandomPolicy(3, (4, 2), 3.0)

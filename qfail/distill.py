@@ -89,17 +89,27 @@ class BlackBox:
         return f"BlackBox(queries={self.queries}, budget={self.budget})"
 
 
+_TEACHERS: dict[tuple, object] = {}  # fitted insides by (data fingerprint, kind, seed), for this process
+
+
 def sklearn_teacher(data: DataSplits, kind: str = "mlp", seed: int = 0):
-    """A scikit-learn classifier trained on the training split (flattened images): the black box's inside."""
+    """A scikit-learn classifier trained on the training split (flattened images): the black box's inside.
+
+    Fitting is deterministic, so a process fits each (data, kind, seed) once and hands the
+    same fitted model to every later call (a chapter sweeping query budgets asks many times).
+    """
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.neural_network import MLPClassifier
     from sklearn.svm import SVC
 
     check_choice("teacher", kind, TEACHERS)
-    model = {"mlp": lambda: MLPClassifier((128,), max_iter=400, random_state=seed),
-             "forest": lambda: RandomForestClassifier(300, random_state=seed),
-             "svm": lambda: SVC(probability=True, random_state=seed)}[kind]()
-    return model.fit(data.train.x.reshape(len(data.train), -1).numpy(), data.train.y.numpy())
+    key = (data.fingerprint, kind, seed)
+    if key not in _TEACHERS:
+        model = {"mlp": lambda: MLPClassifier((128,), max_iter=400, random_state=seed),
+                 "forest": lambda: RandomForestClassifier(300, random_state=seed),
+                 "svm": lambda: SVC(probability=True, random_state=seed)}[kind]()
+        _TEACHERS[key] = model.fit(data.train.x.reshape(len(data.train), -1).numpy(), data.train.y.numpy())
+    return _TEACHERS[key]
 
 
 def transfer_inputs(train: Split, n: int, seed: int = 0) -> torch.Tensor:

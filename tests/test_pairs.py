@@ -41,6 +41,14 @@ def test_student_reaches_the_black_box_on_a_separable_problem():
     assert teacher_acc == 100 and qfail.accuracy(student, data.test) >= teacher_acc - 1
 
 
+def test_teacher_is_fitted_once_per_data_kind_and_seed(digits):
+    first = distill.sklearn_teacher(digits, "forest", 0)
+    assert distill.sklearn_teacher(digits, "forest", 0) is first
+    assert distill.sklearn_teacher(digits, "forest", 1) is not first
+    with pytest.raises(ValueError, match="teacher='knn' is not allowed; choose one of 'mlp', 'forest', 'svm'"):
+        distill.sklearn_teacher(digits, "knn")
+
+
 def test_transfer_inputs_use_real_images_first_then_seeded_copies(digits):
     x = distill.transfer_inputs(digits.train, len(digits.train) + 50, seed=3)
     assert torch.equal(x[:len(digits.train)], digits.train.x) and len(x) == len(digits.train) + 50

@@ -24,7 +24,7 @@ from .data import DataSplits, Split
 from .train import TrainConfig, train_cached
 
 __all__ = ["kd_loss", "kd_divergence", "QueryBudgetExceeded", "BlackBox", "TEACHERS", "sklearn_teacher",
-           "transfer_inputs", "query_transfer_set",
+           "transfer_inputs", "query_transfer_set", "unpack_answers",
            "distill_black_box"]
 
 TEACHERS = ("mlp", "forest", "svm")
@@ -46,11 +46,16 @@ def kd_loss(teacher: Callable[[torch.Tensor], torch.Tensor], temperature: float 
     def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             target = teacher(x)
-        logits = model(x)
-        kd = kd_divergence(logits, target, temperature)
-        return kd if label_weight == 0 else (1 - label_weight) * kd + label_weight * F.cross_entropy(logits, y)
+        return _mixed(model(x), target, y, temperature, label_weight)
 
     return loss
+
+
+def _mixed(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float,
+           label_weight: float) -> torch.Tensor:
+    """(1 - w) * KD + w * CE: the one mix both KD losses use."""
+    kd = kd_divergence(logits, teacher_logits, temperature)
+    return kd if label_weight == 0 else (1 - label_weight) * kd + label_weight * F.cross_entropy(logits, labels)
 
 
 class QueryBudgetExceeded(RuntimeError):
@@ -127,12 +132,16 @@ def transfer_inputs(train: Split, n: int, seed: int = 0) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def unpack_answers(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(teacher log-probabilities, labels) of a ``query_transfer_set`` target ``y = [p | label]``."""
+    return y[:, :-1].clamp_min(1e-8).log(), y[:, -1].long()
+
+
 def _packed_kd(temperature: float, label_weight: float):
     """KD loss on a target that packs the teacher's probabilities and the label: y = [p | label]."""
     def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits, probs, labels = model(x), y[:, :-1], y[:, -1].long()
-        kd = kd_divergence(logits, probs.clamp_min(1e-8).log(), temperature)
-        return kd if label_weight == 0 else (1 - label_weight) * kd + label_weight * F.cross_entropy(logits, labels)
+        log_p, labels = unpack_answers(y)
+        return _mixed(model(x), log_p, labels, temperature, label_weight)
     return loss
 
 

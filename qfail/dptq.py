@@ -17,7 +17,7 @@ from ._validate import check_range
 from .data import DataSplits, load_data
 from .models import build_model
 from .pairs import KINDS, Pair, PairConfig, train_pair_cached
-from .train import TrainConfig
+from .train import TrainConfig, predict_logits
 
 __all__ = ["Setup", "setup", "train_pairs", "agreement"]
 
@@ -59,7 +59,6 @@ def train_pairs(s: Setup, config: PairConfig, device: str | torch.device = "cpu"
 
 def agreement(model: nn.Module, teacher: distill.BlackBox, data: DataSplits) -> float:
     """Top-1 agreement (%) of ``model`` with the black box on the test split."""
-    with torch.no_grad():
-        pred = model.eval()(data.test.x).argmax(1)
+    pred = predict_logits(model, data.test.x).argmax(1)
     return 100.0 * float((pred == teacher.query(data.test.x).argmax(1)).float().mean())
 

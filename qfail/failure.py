@@ -91,14 +91,16 @@ def corruption_curves(network: QuantizedModel, policy, split: Split, corruptions
                       severities: Sequence[int] = (1, 2, 3, 4, 5), seed: int = 0,
                       device: str | torch.device = "cpu") -> pd.DataFrame:
     """Float and quantized accuracy (%) per corruption and severity (0 = clean)."""
-    rows = [{"corruption": "none", "severity": 0, **evaluate_pair(network, policy, split, device=device)}]
     for name in corruptions:
         check_choice("corruption", name, tuple(SHIFTS))
+    clean = evaluate_pair(network, policy, split, device=device)
+    rows = []
+    for name in corruptions:
+        rows.append({"corruption": name, "severity": 0, **clean})
         for s in severities:
             shifted = Split(shift(split.x, name, s, seed), split.y)
             rows.append({"corruption": name, "severity": s, **evaluate_pair(network, policy, shifted, device=device)})
-    clean = rows[0]
-    return pd.DataFrame([{**clean, "corruption": c} for c in corruptions] + rows[1:])
+    return pd.DataFrame(rows)
 
 
 @torch.no_grad()

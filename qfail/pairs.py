@@ -27,7 +27,7 @@ from torch import nn
 from ._validate import check_bits, check_choice, check_range
 from .cache import cached
 from .data import DataSplits, Split, batches
-from .distill import kd_divergence
+from .distill import kd_divergence, unpack_answers
 from .policy import (BIT_CHOICES, BitPolicy, PolicyStep, RandomPolicy, StaticPolicy, check_space, reinforce_step,
                      static_policies)
 from .quant import QuantConfig, QuantizedModel, quantize_model
@@ -93,9 +93,10 @@ def run_policy(network: QuantizedModel, step: PolicyStep, x: torch.Tensor) -> to
 
 
 def _teacher(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probabilities, labels) of the black box's answers packed as [p | label]."""
-    probs = y[:, :-1]
-    return probs.clamp_min(1e-8).log(), probs.argmax(1)
+    """(log-probabilities, top label) of the black box's packed answers: rewards follow the
+    teacher's answer, not the true label."""
+    log_p, _ = unpack_answers(y)
+    return log_p, log_p.argmax(1)
 
 
 def _network_epoch(pair_net: QuantizedModel, policy: BitPolicy, transfer: Split, config: PairConfig,

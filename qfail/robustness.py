@@ -38,7 +38,7 @@ from .train import TrainConfig
 
 __all__ = ["PIPELINES", "Pipeline", "pipeline", "Attack", "DEFAULT_ATTACKS", "quantize_along", "transfer_set",
            "evaluate", "surrogate_accuracy",
-           "Cell", "matrix_cells", "run_matrix"]
+           "Cell", "matrix_cells", "float_rows", "run_matrix"]
 
 PTQ_METHODS = ("static", "pwlq")
 QAT_METHODS = ("pact", "qat")
@@ -204,6 +204,17 @@ def surrogate_accuracy(qm: QuantizedModel, data: DataSplits, a: Attack, limit: i
         adv = adversarial_examples(qm, test.x, test.y, a.name, a.eps, a.norm, seed=seed, device=device,
                                    **_pgd_options(a))
     return accuracy_on(qm, adv, test.y, device=device)
+
+
+def float_rows(float_models: dict[str, nn.Module], data: DataSplits, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
+               transfer: Mapping[str, Mapping[str, torch.Tensor]] | None = None, limit: int | None = None,
+               seed: int = 0, device: str | torch.device = "cpu") -> pd.DataFrame:
+    """The float models evaluated like the cells of ``run_matrix`` (same columns), as references."""
+    return pd.DataFrame([{"pipeline": "float", "init": init, "stage": "float", "method": "float", "part": "none",
+                          "bits": 32, **evaluate(m, data, attacks, None if transfer is None else transfer[init], limit,
+                                                 seed, device),
+                          "quant s": 0.0, "float s": m.train_seconds}
+                         for init, m in float_models.items()])
 
 
 def run_matrix(cells: Sequence[Cell], float_models: dict[str, nn.Module], model_keys: dict[str, dict],

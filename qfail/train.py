@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ._validate import check_bits, check_choice, check_range
-from .attack import pgd
+from .attack import accuracy_on, pgd
 from .cache import cached
 from .data import DataSplits, Split, batches
 from .quant import qat_config, quantize_model
@@ -173,8 +173,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512,
 
 def accuracy(model: nn.Module, split: Split, device: str | torch.device = "cpu") -> float:
     """Top-1 accuracy in percent."""
-    pred = predict_logits(model, split.x, device=device).argmax(1)
-    return 100.0 * (pred == split.y).float().mean().item()
+    return accuracy_on(model, split.x, split.y, device=resolve_device(device))
 
 
 def _fit_qat(model: nn.Module, data: DataSplits, config: TrainConfig, device: str | torch.device,

@@ -118,7 +118,7 @@ def main() -> None:
         lo, hi = centre - radius, centre + radius
         prog = verify.extract(net, float32=False)
         ibp_width = None
-        for method in verify.METHODS:
+        for method in verify.BOUND_METHODS:
             ref_fn = (lambda: reference_ibp(net, lo, hi)) if method == "ibp" else (lambda: reference_crown(net, lo, hi))
             ours = verify.bounds(prog, lo, hi, method)
             ref = ref_fn()

@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import subprocess
 
-    from . import runner
+    from qfail.site import runner
 
     args = _parser().parse_args(argv)
     try:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             path = runner.run_chapter(args.chapter, params, Path(args.output))
             print(f"wrote {path}")
         else:
-            from .book import build_book
+            from qfail.site.book import build_book
 
             seconds = build_book(force=args.force)
             print(f"book built in {seconds:.0f} s: {Path('_build/html/index.html').resolve()}")

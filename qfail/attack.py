@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_choice, check_range
+from qfail.checks import check_choice, check_range
 
 __all__ = ["NORMS", "ATTACKS", "fgsm", "pgd", "attack", "transfer", "adversarial_examples", "accuracy_on",
            "robust_accuracy"]

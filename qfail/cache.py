@@ -1,8 +1,11 @@
 """On-disk cache of computed results (trained weights, tables), keyed by their full config.
 
 A result is stored under ``<cache_dir>/<kind>-<key>.qfc`` where ``key`` hashes the JSON of its
-configuration together with a fingerprint of qfail's own source: change a hyper-parameter or
-the training code and the entry is rebuilt; rebuild the book unchanged and nothing retrains.
+configuration together with a fingerprint of the source code that computes it: the module that
+calls :func:`cached` and every qfail module it imports, transitively (read from the import
+statements, not by running anything). Change a hyper-parameter or that code and the entry is
+rebuilt; edit one paper's analysis, the book's site code or another paper's module and nothing
+retrains.
 
 File format: a magic line, one JSON line (kind, config, key, payload length and SHA-256), then
 the payload written by ``torch.save`` (loaded back with ``weights_only=True``). Writes go to a
@@ -12,25 +15,24 @@ warning, deleted, and rebuilt -- never silently loaded.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["cache_dir", "cache_key", "cached", "CacheCorrupt"]
+__all__ = ["cache_dir", "cache_key", "cached", "code_closure", "code_fingerprint", "CacheCorrupt"]
 
 _MAGIC = b"QFAILCACHE1\n"
 _PACKAGE = Path(__file__).resolve().parent
-# Modules whose code cannot change a cached result: editing them must not retrain anything.
-_PRESENTATION = {"widgets.py", "runner.py", "__main__.py", "plots.py", "book.py"}
 
 
 class CacheCorrupt(RuntimeError):
@@ -47,18 +49,78 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "qfail"
 
 
-@lru_cache(maxsize=1)
-def _code_fingerprint() -> str:
+def _source(module: str) -> Path | None:
+    """The file of a qfail module (``qfail.a.b``), or None for anything outside qfail."""
+    parts = module.split(".")
+    if parts[0] != "qfail":
+        return None
+    base = _PACKAGE.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:`` (never run)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and isinstance(child.test, ast.Name) and child.test.id == "TYPE_CHECKING":
+                todo.extend(child.orelse)
+                continue
+            todo.append(child)
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    """qfail modules named by the import statements of ``module`` (at any depth of the file)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import submodule`
+    return {m for m in found if _source(m) is not None}
+
+
+@lru_cache(maxsize=None)
+def code_closure(module: str) -> tuple[str, ...]:
+    """``module`` and every qfail module it imports, transitively (parent packages included)."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or _source(name) is None:
+            continue
+        seen.add(name)
+        parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
+        todo.extend(parents + sorted(_imports(name, _source(name))))
+    return tuple(sorted(seen))
+
+
+@lru_cache(maxsize=None)
+def code_fingerprint(module: str) -> str:
+    """A hash of the source of :func:`code_closure` (``module``): what a cached result depends on."""
     digest = hashlib.sha256()
-    for path in sorted(_PACKAGE.rglob("*.py")):
-        if path.name not in _PRESENTATION:
-            digest.update(path.relative_to(_PACKAGE).as_posix().encode())
-            digest.update(path.read_bytes())
+    for name in code_closure(module):
+        path = _source(name)
+        digest.update(path.relative_to(_PACKAGE).as_posix().encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def cache_key(kind: str, config: Mapping[str, Any]) -> str:
-    text = json.dumps({"kind": kind, "config": config, "code": _code_fingerprint()}, sort_keys=True, default=str)
+def cache_key(kind: str, config: Mapping[str, Any], code: str | Sequence[str]) -> str:
+    """The entry's name: a hash of ``kind``, ``config`` and the fingerprints of the ``code`` modules."""
+    modules = [code] if isinstance(code, str) else sorted(set(code))
+    prints = [code_fingerprint(m) for m in modules]
+    text = json.dumps({"kind": kind, "config": config, "code": prints}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -109,13 +171,17 @@ def _write(path: Path, kind: str, key: str, config: Mapping[str, Any], value: An
         raise
 
 
-def cached(kind: str, config: Mapping[str, Any], build: Callable[[], Any], *, refresh: bool = False) -> Any:
+def cached(kind: str, config: Mapping[str, Any], build: Callable[[], Any], *, code: str | Sequence[str],
+           refresh: bool = False) -> Any:
     """Return the stored result for ``(kind, config)``, building and storing it if needed.
 
-    ``build`` must return what ``torch.load(weights_only=True)`` can read back: tensors,
-    numbers, strings, lists, tuples and dicts of those (state dicts included).
+    ``code`` names the module (or modules) whose source, with everything it imports from qfail,
+    computes the result; callers pass their own ``__name__`` and, where a callable from another
+    module does part of the work (a model constructor, a loss), that module too. ``build`` must return what
+    ``torch.load(weights_only=True)`` can read back: tensors, numbers, strings, lists, tuples and
+    dicts of those (state dicts included).
     """
-    key = cache_key(kind, config)
+    key = cache_key(kind, config, code)
     path = _path(kind, key)
     if path.exists() and not refresh:
         try:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._validate import check_choice, check_range
+from qfail.checks import check_choice, check_range
 
-__all__ = ["DATASETS", "SIZES", "NATURAL_SHIFTS", "Split", "DataSplits", "load_data", "load_natural_shift", "batches",
+__all__ = ["data_present", "DATASETS", "SIZES", "NATURAL_SHIFTS", "Split", "DataSplits", "load_data", "load_natural_shift", "batches",
            "default_data_root"]
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
@@ -96,6 +96,22 @@ def _digits(seed: int) -> tuple[Split, Split, Split]:
 
 
 _TORCHVISION = {"mnist": ("MNIST", 10), "fashion_mnist": ("FashionMNIST", 10), "cifar10": ("CIFAR10", 10)}
+
+
+# files torchvision reads for each data set, relative to the data root (any one present is enough)
+_FILES = {"mnist": ("MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/train-images-idx3-ubyte.gz"),
+          "fashion_mnist": ("FashionMNIST/raw/train-images-idx3-ubyte", "FashionMNIST/raw/train-images-idx3-ubyte.gz"),
+          "cifar10": ("cifar-10-batches-py/data_batch_1",),
+          "usps": ("usps.t.bz2",)}
+
+
+def data_present(name: str, root: str | Path | None = None) -> bool:
+    """Whether ``name`` (a data set or natural shift) can be loaded offline: built in, or on disk."""
+    if name == "digits":
+        return True
+    check_choice("dataset", name, tuple(_FILES))
+    root = Path(root) if root else default_data_root()
+    return any((root / f).exists() for f in _FILES[name])
 
 
 def _tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_choice, check_range
-from .data import DataSplits, Split
-from .train import TrainConfig, train_cached
+from qfail.checks import check_choice, check_range
+from qfail.data import DataSplits, Split
+from qfail.train import TrainConfig, Trained, train_cached
 
 __all__ = ["kd_loss", "kd_divergence", "QueryBudgetExceeded", "BlackBox", "TEACHERS", "sklearn_teacher",
            "transfer_inputs", "query_transfer_set", "unpack_answers",
@@ -158,7 +158,7 @@ def query_transfer_set(teacher: BlackBox, data: DataSplits, queries: int, seed: 
 
 def distill_black_box(transfer: DataSplits, make_student: Callable[[], nn.Module], student_key: dict,
                       config: TrainConfig, temperature: float = 2.0, label_weight: float = 0.0,
-                      teacher_key: dict | None = None, device: str | torch.device = "cpu") -> nn.Module:
+                      teacher_key: dict | None = None, device: str | torch.device = "cpu") -> Trained:
     """A student trained on the black box's answers in ``transfer`` (``query_transfer_set``):
     ``(1 - w) * tau^2 KL(teacher || student) + w * CE(labels)`` with w = ``label_weight``.
 
@@ -168,4 +168,5 @@ def distill_black_box(transfer: DataSplits, make_student: Callable[[], nn.Module
     check_range("label_weight", label_weight, 0.0, 1.0)
     return train_cached(make_student, student_key, transfer, config, device, kind="student",
                         loss_fn=_packed_kd(temperature, label_weight),
-                        extra_key={"teacher": teacher_key, "temperature": temperature, "label_weight": label_weight})
+                        extra_key={"teacher": teacher_key, "temperature": temperature, "label_weight": label_weight},
+                        code=(__name__,))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validate import check_range
+from qfail.checks import check_range
 
 __all__ = ["Rate", "proportion", "disagreement", "uncertainty_scores", "mc_dropout_variance", "separation", "SCORES"]
 

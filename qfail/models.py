@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from ._validate import check_choice, check_range
+from qfail.checks import check_choice, check_range
 
 __all__ = ["MODELS", "MLP", "SmallCNN", "CifarResNet", "BasicBlock", "resnet18", "build_model"]
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from ._validate import check_choice, check_range
+from qfail.checks import check_choice, check_range
 
 __all__ = ["SHIFTS", "shift", "SEVERITIES"]
 

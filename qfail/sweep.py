@@ -18,19 +18,19 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ._validate import FULL_PRECISION, check_bits, check_choice
-from .cache import cached
-from .data import DataSplits
-from .quant import QuantConfig, QuantizedModel, fake_quantize_tensor, pwlq_quantize, qat_config, quantize_model
-from .train import TrainConfig, accuracy, fit
+from qfail.cache import cached
+from qfail.checks import FULL_PRECISION, check_bits, check_choice
+from qfail.data import DataSplits
+from qfail.quant import QuantConfig, fake_quantize_tensor, pwlq_quantize, qat_config, quantize_model
+from qfail.train import TrainConfig, Trained, accuracy, fit
 
-__all__ = ["PARTS", "METHODS", "policy_for", "quantized", "accuracy_sweep", "largest_weight", "rounding_error"]
+__all__ = ["PARTS", "QUANT_METHODS", "layer_bits_for", "quantized", "accuracy_sweep", "largest_weight", "rounding_error"]
 
 PARTS = ("weights", "activations", "both")
-METHODS = ("static", "dynamic", "qat", "pact", "pwlq")
+QUANT_METHODS = ("static", "dynamic", "qat", "pact", "pwlq")
 
 
-def policy_for(part: str, bits: int) -> tuple[int, int]:
+def layer_bits_for(part: str, bits: int) -> tuple[int, int]:
     """``(weight_bits, act_bits)`` for quantizing ``part`` at ``bits``."""
     check_choice("part", part, PARTS)
     check_bits("bits", bits)
@@ -41,51 +41,54 @@ def _calibration(data: DataSplits, n: int = 256) -> list[torch.Tensor]:
     return [data.train.x[:n]]
 
 
-def quantized(model: nn.Module, data: DataSplits, method: str, part: str, bits: int,
-              qat: TrainConfig | None = None, model_key: dict | None = None,
-              device: str | torch.device = "cpu") -> QuantizedModel:
-    """``model`` quantized by ``method`` at ``bits`` on ``part``.
+def quantized(source: Trained, data: DataSplits, method: str, part: str, bits: int,
+              qat: TrainConfig | None = None, device: str | torch.device = "cpu") -> Trained:
+    """``source.model`` quantized by ``method`` at ``bits`` on ``part``, as a :class:`Trained`.
 
-    For ``qat`` and ``pact``, ``qat`` gives the fine-tuning run and ``model_key`` identifies
-    ``model`` in the cache key (the fine-tuned weights are stored, never retrained for the same
-    key); the returned model's ``train_seconds`` says what the fine-tuning cost when it ran.
+    PTQ methods calibrate (``seconds`` is the calibration's wall time). For ``qat`` and
+    ``pact``, ``qat`` gives the fine-tuning run; the fine-tuned weights are cached under
+    ``source.key`` and the run, and ``seconds`` is what the fine-tuning cost when it ran.
     """
-    check_choice("method", method, METHODS)
-    policy = policy_for(part, bits)
+    check_choice("method", method, QUANT_METHODS)
+    layer_bits = layer_bits_for(part, bits)
+    key = {"source": source.key, "data": list(data.fingerprint), "layer_bits": list(layer_bits), "method": method}
+    start = time.perf_counter()
     if method == "dynamic":
-        return quantize_model(model, QuantConfig(act_mode="dynamic"), policy)
+        qm = quantize_model(source.model, QuantConfig(act_mode="dynamic"), layer_bits)
+        return Trained(qm, key, [], time.perf_counter() - start)
     if method in ("static", "pwlq"):
         weight_method = "pwlq" if method == "pwlq" else "uniform"
-        return quantize_model(model, QuantConfig(weight_method=weight_method), policy,
-                              calibration=_calibration(data))
-    if qat is None or model_key is None:
-        raise ValueError(f"method={method!r} needs qat=TrainConfig(...) and model_key={{...}}")
+        qm = quantize_model(source.model, QuantConfig(weight_method=weight_method), layer_bits,
+                            calibration=_calibration(data))
+        return Trained(qm, key, [], time.perf_counter() - start)
+    if qat is None:
+        raise ValueError(f"method={method!r} needs qat=TrainConfig(...)")
     config = qat_config(act_mode="pact") if method == "pact" else qat_config()
-    qm = quantize_model(model, config, policy, calibration=None if method == "pact" else _calibration(data))
+    qm = quantize_model(source.model, config, layer_bits,
+                        calibration=None if method == "pact" else _calibration(data))
 
     def build() -> dict:
-        start = time.perf_counter()
-        fit(qm, data.train, qat, device)
-        return {"state": {k: v.cpu() for k, v in qm.state_dict().items()}, "seconds": time.perf_counter() - start}
+        begin = time.perf_counter()
+        history = fit(qm, data.train, qat, device)
+        return {"state": {k: v.cpu() for k, v in qm.state_dict().items()}, "history": history,
+                "seconds": time.perf_counter() - begin}
 
-    key = {"model": model_key, "data": list(data.fingerprint), "qat": asdict(qat), "policy": list(policy),
-           "method": method}
-    result = cached("qat", key, build)
+    key |= {"qat": asdict(qat)}
+    result = cached("qat", key, build, code=__name__)
     qm.load_state_dict(result["state"])
-    qm.train_seconds = result["seconds"]
-    return qm.eval()
+    return Trained(qm.eval(), key, result.get("history", []), result["seconds"])
 
 
-def accuracy_sweep(model: nn.Module, data: DataSplits, bit_widths: Sequence[int],
+def accuracy_sweep(source: Trained, data: DataSplits, bit_widths: Sequence[int],
                    methods: Sequence[str] = ("static", "dynamic", "qat"), parts: Sequence[str] = PARTS,
-                   qat: TrainConfig | None = None, model_key: dict | None = None,
-                   device: str | torch.device = "cpu") -> pd.DataFrame:
+                   qat: TrainConfig | None = None, device: str | torch.device = "cpu") -> pd.DataFrame:
     """Test accuracy for every method x part x bit-width; one row each, plus the FP reference."""
-    rows = [{"method": "float", "part": "none", "bits": FULL_PRECISION, "accuracy": accuracy(model, data.test, device)}]
+    rows = [{"method": "float", "part": "none", "bits": FULL_PRECISION,
+             "accuracy": accuracy(source.model, data.test, device)}]
     for method in methods:
         for part in parts:
             for bits in bit_widths:
-                qm = quantized(model, data, method, part, bits, qat, model_key, device)
+                qm = quantized(source, data, method, part, bits, qat, device).model
                 rows.append({"method": method, "part": part, "bits": bits,
                              "accuracy": accuracy(qm, data.test, device)})
     return pd.DataFrame(rows)

@@ -1,15 +1,15 @@
 """Training and evaluation: seeded, deterministic on the CPU, cached on disk.
 
 ``fit`` trains any module (a plain model, or a :class:`~qfail.quant.QuantizedModel` for QAT)
-with Adam and one of the loss recipes in ``METHODS``. ``train_cached`` wraps model creation and
+with Adam and one of the loss recipes in ``TRAINING_METHODS``. ``train_cached`` wraps model creation and
 ``fit`` in :func:`qfail.cache.cached`, keyed by the model, the data and the training config.
 """
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -17,16 +17,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ._validate import check_bits, check_choice, check_range
-from .attack import accuracy_on, pgd
-from .cache import cached
-from .data import DataSplits, Split, batches
-from .quant import qat_config, quantize_model
+from qfail.attack import accuracy_on, pgd
+from qfail.cache import cached
+from qfail.checks import check_bits, check_choice, check_range
+from qfail.data import DataSplits, Split, batches
+from qfail.quant import qat_config, quantize_model
 
-__all__ = ["TrainConfig", "METHODS", "seed_everything", "resolve_device", "fit", "predict_logits",
+__all__ = ["TrainConfig", "TRAINING_METHODS", "seed_everything", "resolve_device", "fit", "predict_logits",
            "accuracy", "train_cached"]
 
-METHODS = ("standard", "mixup", "adversarial", "qat")
+TRAINING_METHODS = ("standard", "mixup", "adversarial", "qat")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -75,7 +75,7 @@ class TrainConfig:
         check_range("lr", self.lr, 0.0, 10.0)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
-        check_choice("method", self.method, METHODS)
+        check_choice("method", self.method, TRAINING_METHODS)
         check_range("mixup_alpha", self.mixup_alpha, 1e-3, 10.0)
         check_range("adv_eps", self.adv_eps, 0.0, 1.0)
         check_range("adv_steps", self.adv_steps, 1, 1000, integer=True)
@@ -84,6 +84,24 @@ class TrainConfig:
         check_bits("qat_bits", self.qat_bits, tuple(range(2, 17)))
         check_range("qat_fraction", self.qat_fraction, 0.0, 1.0)
         check_range("seed", self.seed, 0, integer=True)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained model and the record that identifies it.
+
+    Args:
+        model: the trained module, in eval mode, on the requested device.
+        key: the configuration it is cached under (how it is built, the data, the training);
+            derived results put it into their own cache keys.
+        history: the training curve (mean loss per epoch, or whatever the trainer records).
+        seconds: wall time of the run that built the cache entry (not of a cache hit).
+    """
+
+    model: nn.Module
+    key: dict
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -193,11 +211,12 @@ def _fit_qat(model: nn.Module, data: DataSplits, config: TrainConfig, device: st
 
 def train_cached(make_model: Callable[[], nn.Module], model_key: dict, data: DataSplits, config: TrainConfig,
                  device: str | torch.device = "cpu", kind: str = "model", loss_fn: LossFn | None = None,
-                 extra_key: dict | None = None) -> nn.Module:
+                 extra_key: dict | None = None, code: Sequence[str] = ()) -> Trained:
     """Build with ``make_model`` and train with ``fit``, or load the stored weights.
 
     The key covers ``model_key`` (how the model is built), the data fingerprint, the training
-    config and ``extra_key`` (whatever ``loss_fn`` depends on). Training always happens on
+    config and ``extra_key`` (whatever ``loss_fn`` depends on), and the source of this module,
+    of :mod:`qfail.models` and of the ``code`` modules (where ``loss_fn`` comes from). Training always happens on
     ``device``; the weights are stored on the CPU.
     """
     key = {"model": model_key, "data": list(data.fingerprint), "train": asdict(config), "extra": extra_key}
@@ -212,9 +231,7 @@ def train_cached(make_model: Callable[[], nn.Module], model_key: dict, data: Dat
         return {"state": {k: v.cpu() for k, v in model.state_dict().items()}, "history": history,
                 "seconds": time.perf_counter() - start}
 
-    result = cached(kind, key, build)
+    result = cached(kind, key, build, code=(__name__, "qfail.models", *code))
     model = make_model()
     model.load_state_dict(result["state"])
-    model.history = result["history"]
-    model.train_seconds = result["seconds"]  # wall time of the run that built the entry
-    return model.to(resolve_device(device)).eval()
+    return Trained(model.to(resolve_device(device)).eval(), key | {"kind": kind}, result["history"], result["seconds"])

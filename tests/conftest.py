@@ -8,6 +8,14 @@ import qfail
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The chapters' arithmetic (qfail.machine.configure): one torch thread, the same sums everywhere."""
+    import qfail.machine
+
+    qfail.machine.configure(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Tests never read or write the book's cache."""
     mp = pytest.MonkeyPatch()
@@ -38,3 +46,42 @@ def trained_mlp(digits):
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(0)
+
+
+def float32_error_bound(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Elementwise a-priori bound on how far two float32 evaluations of ``module`` on ``x`` may
+    differ when they order or fuse operations differently (BatchNorm folding, another kernel).
+
+    Higham's bound for a length-n dot product, |fl(w.x) - w.x| <= gamma_n sum |w_i x_i| with
+    gamma_n = n u / (1 - n u), applied to every layer of a Conv/BN/ReLU/pool/Linear stack: the
+    magnitudes sum |w_i x_i| come from the same stack run in float64 with |W|, |BN scale| and |x|,
+    and each side may err by the bound, so the difference is bounded by twice its sum over layers.
+    """
+    import copy
+
+    from torch import nn
+
+    u = torch.finfo(torch.float32).eps / 2
+    magnitude = copy.deepcopy(module).double().eval()
+    layers, fan_in = 0, 1
+    with torch.no_grad():
+        for m in magnitude.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.abs_()
+                if m.bias is not None:
+                    m.bias.abs_()
+                fan_in = max(fan_in, m.weight[0].numel() + 1)
+                layers += 1
+            elif isinstance(m, nn.BatchNorm2d):
+                scale = m.weight / torch.sqrt(m.running_var + m.eps)
+                m.weight.copy_(scale.abs()), m.bias.copy_((m.bias - m.running_mean * scale).abs())
+                m.running_mean.zero_(), m.running_var.fill_(1 - m.eps)
+        bound = magnitude(x.double().abs())
+    gamma = fan_in * u / (1 - fan_in * u)
+    return (2 * layers * gamma * bound).float()
+
+
+@pytest.fixture
+def float32_bound():
+    """:func:`float32_error_bound`, for tests that compare two float32 evaluations."""
+    return float32_error_bound

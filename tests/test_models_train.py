@@ -50,8 +50,11 @@ def test_train_cached_reuses_weights(digits, monkeypatch):
     a = qfail.train_cached(make, {"name": "mlp"}, data, cfg)
     b = qfail.train_cached(make, {"name": "mlp"}, data, cfg)
     assert len(calls) == 3  # built for training + loading, then only for loading
-    for key, value in a.state_dict().items():
-        assert torch.equal(value, b.state_dict()[key])
+    for key, value in a.model.state_dict().items():
+        assert torch.equal(value, b.model.state_dict()[key])
+    # the record travels with the model: the same key, the training curve and its cost
+    assert a.key == b.key and a.key["model"] == {"name": "mlp"} and a.key["train"]["epochs"] == 1
+    assert len(a.history) == 1 and a.history == b.history and a.seconds == b.seconds > 0
 
 
 @pytest.mark.parametrize("kwargs, message", [

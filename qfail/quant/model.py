@@ -1,9 +1,9 @@
 """Quantizing a whole model: per-layer bit-widths over any Conv2d/Linear network.
 
-``quantize_model(model, config, policy)`` copies the model once, folds BatchNorm into the
+``quantize_model(model, config, layer_bits)`` copies the model once, folds BatchNorm into the
 preceding convolution (for PTQ), and swaps every ``nn.Conv2d``/``nn.Linear`` for a
 :class:`QuantLayer` that quantizes the layer's weight and its *input* activation. Each layer
-gets its own ``(weight_bits, act_bits)`` from a policy. The same object serves:
+gets its own ``(weight_bits, act_bits)`` from its *layer bits*. The same object serves:
 
 * static PTQ: ``calibrate`` on a few batches, then ranges stay fixed;
 * dynamic PTQ: activation ranges come from each input sample at run time;
@@ -11,10 +11,10 @@ gets its own ``(weight_bits, act_bits)`` from a policy. The same object serves:
   PACT learns its clipping level);
 * full precision: ``with qmodel.full_precision():`` runs the very same weights unquantized.
 
-Weight-only and activation-only quantization are policies with 32 (= float) on one side.
-A policy is ``(w, a)`` for every layer, a list of pairs in layer order, or a dict
+Weight-only and activation-only quantization are layer bits with 32 (= float) on one side.
+Layer bits are ``(w, a)`` for every layer, a list of pairs in layer order, or a dict
 ``{layer_name: (w, a)}`` (names as in ``model.named_modules()``; missing names stay float).
-Per-input activation bits (a dynamic bit-width policy, Frank & Ardis) are set with
+Per-input activation bits (chosen per input by a *bit layer_bits*, Frank & Ardis) are set with
 ``set_sample_act_bits(bits)`` where ``bits`` has shape (B, L) for L quantized layers.
 """
 from __future__ import annotations
@@ -28,15 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validate import FULL_PRECISION, check_bits, check_choice, check_range
-from .observers import OBSERVERS, Observer
-from .pact import pact_quantize
-from .primitives import _levels, choose_qparams, fake_quantize, fake_quantize_tensor
-from .pwlq import pwlq_quantize
+from qfail.checks import FULL_PRECISION, check_bits, check_choice, check_range
+from qfail.quant.observers import OBSERVERS, Observer
+from qfail.quant.pact import pact_quantize
+from qfail.quant.primitives import choose_qparams, fake_quantize, fake_quantize_tensor, integer_levels
+from qfail.quant.pwlq import pwlq_quantize
 
 __all__ = [
     "QuantConfig", "QuantLayer", "QuantizedModel", "quantize_model", "fold_batchnorm",
-    "quantizable_layers", "qat_config", "Policy", "ACT_MODES", "WEIGHT_METHODS", "GRANULARITIES",
+    "quantizable_layers", "qat_config", "LayerBits", "ACT_MODES", "WEIGHT_METHODS", "GRANULARITIES",
 ]
 
 ACT_MODES = ("static", "dynamic", "pact")
@@ -44,12 +44,12 @@ WEIGHT_METHODS = ("uniform", "pwlq")
 GRANULARITIES = ("per_tensor", "per_channel")
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
 
-Policy = tuple[int, int] | Sequence[tuple[int, int]] | Mapping[str, tuple[int, int]]
+LayerBits = tuple[int, int] | Sequence[tuple[int, int]] | Mapping[str, tuple[int, int]]
 
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """How weights and activations are quantized (bit-widths come from the policy).
+    """How weights and activations are quantized (bit-widths come from the layer bits).
 
     Args:
         weight_method: ``uniform`` (affine grid) or ``pwlq`` (piecewise linear, PTQ).
@@ -176,7 +176,7 @@ class QuantLayer(nn.Module):
         if not self.calibrated:
             raise RuntimeError("static activation quantization needs calibrate() before use")
         scale, zp = choose_qparams(self.act_lo, self.act_hi, bits, self.config.act_scheme)
-        q_min, q_max = _levels(bits, self.config.act_scheme)
+        q_min, q_max = integer_levels(bits, self.config.act_scheme)
         return fake_quantize(x, scale, zp, q_min, q_max)
 
     def _track_range(self, x: torch.Tensor) -> None:
@@ -211,19 +211,19 @@ def quantizable_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
 
 
-def _resolve_policy(policy: Policy, names: list[str]) -> dict[str, tuple[int, int]]:
-    if isinstance(policy, Mapping):
-        unknown = sorted(set(policy) - set(names))
+def _resolve_layer_bits(layer_bits: LayerBits, names: list[str]) -> dict[str, tuple[int, int]]:
+    if isinstance(layer_bits, Mapping):
+        unknown = sorted(set(layer_bits) - set(names))
         if unknown:
-            raise ValueError(f"policy names unknown layer(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
-        return {n: tuple(policy.get(n, (FULL_PRECISION, FULL_PRECISION))) for n in names}
-    if isinstance(policy, tuple) and len(policy) == 2 and not any(isinstance(b, (tuple, list)) for b in policy):
-        return {n: policy for n in names}  # one (weight_bits, act_bits) pair for every layer
-    policy = list(policy)
-    if len(policy) != len(names):
-        raise ValueError(f"policy has {len(policy)} entries but the model has {len(names)} quantizable layers "
+            raise ValueError(f"layer_bits names unknown layer(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
+        return {n: tuple(layer_bits.get(n, (FULL_PRECISION, FULL_PRECISION))) for n in names}
+    if isinstance(layer_bits, tuple) and len(layer_bits) == 2 and not any(isinstance(b, (tuple, list)) for b in layer_bits):
+        return {n: layer_bits for n in names}  # one (weight_bits, act_bits) pair for every layer
+    layer_bits = list(layer_bits)
+    if len(layer_bits) != len(names):
+        raise ValueError(f"layer_bits has {len(layer_bits)} entries but the model has {len(names)} quantizable layers "
                          f"({', '.join(names)})")
-    return {n: tuple(p) for n, p in zip(names, policy)}
+    return {n: tuple(p) for n, p in zip(names, layer_bits)}
 
 
 def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -261,7 +261,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 class QuantizedModel(nn.Module):
     """A copy of a model whose Conv2d/Linear layers are :class:`QuantLayer` s."""
 
-    def __init__(self, model: nn.Module, config: QuantConfig, policy: Policy) -> None:
+    def __init__(self, model: nn.Module, config: QuantConfig, layer_bits: LayerBits) -> None:
         super().__init__()
         self.config = config
         net = copy.deepcopy(model)
@@ -271,7 +271,7 @@ class QuantizedModel(nn.Module):
         self.layer_names = quantizable_layers(net)
         if not self.layer_names:
             raise ValueError("model has no Conv2d or Linear layer to quantize")
-        bits = _resolve_policy(policy, self.layer_names)
+        bits = _resolve_layer_bits(layer_bits, self.layer_names)
         for name in self.layer_names:
             _set_submodule(net, name, QuantLayer(net.get_submodule(name), config, *bits[name]))
         self.net = net
@@ -283,16 +283,16 @@ class QuantizedModel(nn.Module):
         return {n: self.net.get_submodule(n) for n in self.layer_names}
 
     @property
-    def policy(self) -> dict[str, tuple[int, int]]:
+    def layer_bits(self) -> dict[str, tuple[int, int]]:
         return {n: (q.weight_bits, q.act_bits) for n, q in self.layers.items()}
 
-    def set_policy(self, policy: Policy) -> "QuantizedModel":
-        for name, (wb, ab) in _resolve_policy(policy, self.layer_names).items():
+    def set_layer_bits(self, layer_bits: LayerBits) -> "QuantizedModel":
+        for name, (wb, ab) in _resolve_layer_bits(layer_bits, self.layer_names).items():
             self.layers[name].set_bits(wb, ab)
         return self
 
     def set_sample_act_bits(self, bits: torch.Tensor | None) -> None:
-        """Per-input activation bits, shape (B, L); ``None`` goes back to the static policy."""
+        """Per-input activation bits, shape (B, L); ``None`` goes back to the static layer bits."""
         if bits is not None and (bits.dim() != 2 or bits.shape[1] != len(self.layer_names)):
             raise ValueError(f"bits must have shape (B, {len(self.layer_names)}), got {tuple(bits.shape)}")
         for i, layer in enumerate(self.layers.values()):
@@ -342,18 +342,18 @@ class QuantizedModel(nn.Module):
         return self.net(x)
 
 
-def quantize_model(model: nn.Module, config: QuantConfig | None = None, policy: Policy = (8, 8),
+def quantize_model(model: nn.Module, config: QuantConfig | None = None, layer_bits: LayerBits = (8, 8),
                    calibration: Iterable[torch.Tensor] | None = None) -> QuantizedModel:
     """Wrap ``model`` for quantized execution; calibrate static ranges if batches are given.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-        >>> qm = quantize_model(net, QuantConfig(act_mode="dynamic"), policy=(4, 8))
-        >>> qm.policy
+        >>> qm = quantize_model(net, QuantConfig(act_mode="dynamic"), layer_bits=(4, 8))
+        >>> qm.layer_bits
         {'0': (4, 8), '2': (4, 8)}
     """
     config = config or QuantConfig()
-    qm = QuantizedModel(model, config, policy)
+    qm = QuantizedModel(model, config, layer_bits)
     if calibration is not None:
         if config.act_mode != "static":
             raise ValueError(f"calibration only applies to act_mode='static', not {config.act_mode!r}")

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from .._validate import check_choice, check_range
-from .primitives import _levels, _reduce_dims, choose_qparams, fake_quantize
+from qfail.checks import check_choice, check_range
+from qfail.quant.primitives import choose_qparams, fake_quantize, integer_levels, reduce_dims
 
 __all__ = ["Observer", "OBSERVERS"]
 
@@ -44,7 +44,7 @@ class Observer:
 
     def update(self, x: torch.Tensor) -> None:
         x = x.detach().float()
-        dims = _reduce_dims(x, self.axis)
+        dims = reduce_dims(x, self.axis)
         lo, hi = x.amin(dim=dims), x.amax(dim=dims)
         self._lo = lo if self._lo is None else torch.minimum(self._lo, lo)
         self._hi = hi if self._hi is None else torch.maximum(self._hi, hi)
@@ -78,7 +78,7 @@ class Observer:
 
     def _mse_range(self, flat: torch.Tensor, bits: int, scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
         lo0, hi0 = flat.amin(dim=1), flat.amax(dim=1)
-        q_min, q_max = _levels(bits, scheme)
+        q_min, q_max = integer_levels(bits, scheme)
         best_err = torch.full_like(lo0, float("inf"))
         best_lo, best_hi = lo0.clone(), hi0.clone()
         for ratio in torch.linspace(0.3, 1.0, 71):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validate import check_range
+from qfail.checks import check_range
 
 __all__ = ["pact_quantize", "PACT"]
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validate import FULL_PRECISION, check_bits, check_choice
+from qfail.checks import FULL_PRECISION, check_bits, check_choice
 
 __all__ = [
     "QRange", "qrange", "choose_qparams", "quantize", "dequantize", "fake_quantize",
-    "fake_quantize_tensor", "SCHEMES",
+    "fake_quantize_tensor", "integer_levels", "reduce_dims", "SCHEMES",
 ]
 
 SCHEMES = ("symmetric", "asymmetric")
@@ -43,7 +43,7 @@ def qrange(bits: int, scheme: str) -> QRange:
     return QRange(0, 2 ** bits - 1)
 
 
-def _levels(bits: torch.Tensor | int, scheme: str) -> tuple:
+def integer_levels(bits: torch.Tensor | int, scheme: str) -> tuple:
     """(q_min, q_max) as python ints or as float tensors when bits is a tensor."""
     if isinstance(bits, torch.Tensor):
         b = bits.to(torch.float32)
@@ -70,7 +70,7 @@ def choose_qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int | torch.Tensor,
     check_choice("scheme", scheme, SCHEMES)
     lo = torch.clamp(torch.as_tensor(lo, dtype=torch.float32), max=0.0)
     hi = torch.clamp(torch.as_tensor(hi, dtype=torch.float32), min=0.0)
-    q_min, q_max = _levels(bits, scheme)
+    q_min, q_max = integer_levels(bits, scheme)
     if scheme == "symmetric":
         scale = torch.maximum(-lo, hi) / q_max
         scale = torch.clamp(scale, min=eps)
@@ -139,7 +139,8 @@ def _fused(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q_min
     return None
 
 
-def _reduce_dims(x: torch.Tensor, axis: int | None) -> tuple[int, ...]:
+def reduce_dims(x: torch.Tensor, axis: int | None) -> tuple[int, ...]:
+    """Dimensions to reduce over for a per-tensor (``axis=None``) or per-channel range."""
     if axis is None:
         return tuple(range(x.dim()))
     return tuple(d for d in range(x.dim()) if d != axis % x.dim())
@@ -155,7 +156,7 @@ def fake_quantize_tensor(x: torch.Tensor, bits: int | torch.Tensor, scheme: str 
     """
     if not isinstance(bits, torch.Tensor) and check_bits("bits", bits) == FULL_PRECISION:
         return x
-    dims = _reduce_dims(x, axis)
+    dims = reduce_dims(x, axis)
     lo = x.detach().amin(dim=dims, keepdim=True)
     hi = x.detach().amax(dim=dims, keepdim=True)
     if isinstance(bits, torch.Tensor) and axis is not None:
@@ -163,5 +164,5 @@ def fake_quantize_tensor(x: torch.Tensor, bits: int | torch.Tensor, scheme: str 
         shape[axis % x.dim()] = -1
         bits = bits.reshape(shape)
     scale, zp = choose_qparams(lo, hi, bits, scheme)
-    q_min, q_max = _levels(bits, scheme)
+    q_min, q_max = integer_levels(bits, scheme)
     return fake_quantize(x, scale, zp, q_min, q_max)

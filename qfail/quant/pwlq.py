@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .._validate import FULL_PRECISION, check_bits, check_choice
+from qfail.checks import FULL_PRECISION, check_bits, check_choice
 
 __all__ = ["pwlq_quantize", "pwlq_breakpoints"]
 

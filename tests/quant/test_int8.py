@@ -1,8 +1,15 @@
 import pytest
 import torch
 
-from qfail.quant import (ENGINES, fake_quant_twin, int8_dynamic, int8_static, latency_ms, quantized_engine,
-                         serialized_size)
+from qfail.quant import (
+    ENGINES,
+    fake_quant_twin,
+    int8_dynamic,
+    int8_static,
+    latency_ms,
+    quantized_engine,
+    serialized_size,
+)
 
 
 @pytest.mark.parametrize("engine", [e for e in ("x86", "qnnpack") if e in ENGINES])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from qfail.quant import PACT, Observer, fake_quantize_tensor, pact_quantize, pwlq_quantize
+from qfail.quant import PACT, Observer, fake_quantize_tensor, pwlq_quantize
 
 
 def test_observers_range(gen):

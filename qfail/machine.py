@@ -1,0 +1,77 @@
+"""The facts a chapter's numbers depend on, and the settings that make them the same everywhere.
+
+Two readers should be able to compare their tables, so every chapter calls :func:`configure`
+first and shows what it returns: the torch version, the quantized engine, the CPU's vector
+capability and whether it has VNNI (integer dot products; see :mod:`qfail.quant.int8` for why
+the INT8 models are built so that this makes no difference).
+
+``configure`` runs torch's CPU operators on one thread by default. The book's networks are
+small, so a second thread buys little; worse, with OpenMP's default busy-waiting a second thread
+can be much slower (on a 2-core VM here a ResNet-8 training step took 1.13 s on two threads and
+0.027 s on one), and the order of a parallel reduction, hence the last bits of a float result,
+can depend on the thread count. One thread gives every reader the same arithmetic.
+
+It also routes convolutions around oneDNN (``torch.backends.mkldnn``) by default. oneDNN picks
+its kernels by instruction set, so an AVX2 and an AVX-512 machine run different code; and on
+AVX2 (torch 2.15) its convolution backward corrupts the heap for some channel counts (a
+ResNet-8 of width 0.375 or 0.25 on 16x16 digits aborts with ``free(): invalid next size``).
+PyTorch's native convolution is slower on the larger networks (ResNet-20 x0.5: 136 against 78 ms
+per training step here) but runs the same code everywhere. ``QFAIL_ONEDNN=1`` turns oneDNN back on.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from qfail.checks import check_range
+
+__all__ = ["configure", "describe", "facts", "has_vnni"]
+
+
+def has_vnni() -> bool | None:
+    """True if the CPU has AVX-512 VNNI or AVX-VNNI, False if not, None where it cannot be read."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return None
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"avx512_vnni", "avx_vnni", "avx512vnni"})
+
+
+def facts() -> dict[str, str]:
+    """What the numbers depend on: versions, engine, CPU, threads."""
+    vnni = has_vnni()
+    return {
+        "torch": torch.__version__,
+        "quantized engine": torch.backends.quantized.engine,
+        "CPU": platform.machine() + (f", {torch.backends.cpu.get_cpu_capability()}" if platform.machine() in
+                                     ("x86_64", "AMD64") else ""),
+        "VNNI": "unknown" if vnni is None else ("yes" if vnni else "no"),
+        "torch threads": str(torch.get_num_threads()),
+        "oneDNN convolutions": "on" if torch.backends.mkldnn.enabled else "off",
+        "CUDA": torch.version.cuda if torch.cuda.is_available() else "not available",
+    }
+
+
+def configure(threads: int | None = None, onednn: bool | None = None) -> dict[str, str]:
+    """Set torch's CPU threads (``threads``, else ``$QFAIL_THREADS``, else 1) and whether
+    convolutions use oneDNN (``onednn``, else ``$QFAIL_ONEDNN == "1"``); return :func:`facts`."""
+    if threads is None:
+        threads = int(os.environ.get("QFAIL_THREADS", "1"))
+    if onednn is None:
+        onednn = os.environ.get("QFAIL_ONEDNN", "0") == "1"
+    check_range("threads", threads, 1, 1024, integer=True)
+    torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = bool(onednn)
+    return facts()
+
+
+def describe(values: dict[str, str]) -> str:
+    """One line of :func:`facts`, for a chapter's set-up output."""
+    return "; ".join(f"{k}: {v}" for k, v in values.items())

@@ -1,0 +1,260 @@
+"""Robust and detrimental network-policy pairs under dynamic PTQ (Frank & Ardis, stages B and C).
+
+A *pair* is a network whose activations are quantized per input (dynamic min-max ranges) at the
+widths a ``BitPolicy`` picks for that input, under a mean-bits budget. Training alternates:
+
+- a network epoch through the STE, on the black box's answers (KD, temperature ``temperature``):
+  robust ``KD(FP) + lam * KD(Q)``; detrimental ``KD(FP) - lam * min(KD(Q), cap)``, bounded by
+  ``cap`` so that pushing the quantized network away never outweighs keeping the float one;
+- a policy epoch of REINFORCE: the reward of an input is the quantized network's probability of
+  the teacher's label (robust) or one minus it (detrimental).
+
+Stage C (``retain_epochs``) then trains the network on ``KD(FP)`` alone, so the float
+accuracy that the comparison rests on is retained. ``evaluate_pair`` runs any network with any
+policy (the cross pairs), and ``static_search`` is the exhaustive baseline over static policies.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+
+from qfail.cache import cached
+from qfail.checks import check_bits, check_choice, check_range
+from qfail.data import DataSplits, Split, batches
+from qfail.distill import kd_divergence, unpack_answers
+from qfail.papers.frank.bit_policy import (
+    BIT_CHOICES,
+    BitPolicy,
+    PolicyStep,
+    RandomPolicy,
+    StaticPolicy,
+    check_space,
+    reinforce_step,
+    static_policies,
+)
+from qfail.quant import QuantConfig, QuantizedModel, quantize_model
+from qfail.train import Trained, resolve_device, seed_everything
+
+__all__ = ["KINDS", "PairConfig", "Pair", "dynamic_network", "train_pair", "train_pair_cached", "run_policy",
+           "evaluate_pair", "static_search", "search_baselines"]
+
+KINDS = ("robust", "detrimental")
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """One pair's training run (every field is part of the cache key)."""
+
+    kind: str = "robust"
+    budget: float = 4.0  # mean activation bits over the layers, per input
+    choices: tuple[int, ...] = BIT_CHOICES
+    rounds: int = 20  # alternations of a network epoch and a policy epoch
+    net_lr: float = 1e-3
+    policy_lr: float = 3e-3
+    lam: float = 1.0  # weight of the quantized KD term
+    cap: float = 5.0  # the detrimental term is -lam * min(KD(Q), cap)
+    entropy: float = 0.01  # REINFORCE entropy bonus
+    temperature: float = 1.0
+    retain_epochs: int = 4  # stage C: KD(FP) only
+    batch_size: int = 64
+    weight_bits: int = 32  # weights stay float unless set (the source quantizes activations per input)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("kind", self.kind, KINDS)
+        check_range("rounds", self.rounds, 0, 10_000, integer=True)
+        check_range("lam", self.lam, 0.0, 100.0)
+        check_range("cap", self.cap, 0.0, 100.0)
+        check_range("retain_epochs", self.retain_epochs, 0, 1000, integer=True)
+        check_bits("weight_bits", self.weight_bits)
+        check_space(self.choices, self.budget)
+
+
+@dataclass
+class Pair:
+    """A trained network-policy pair: the dynamically quantized network and its bit policy."""
+
+    config: PairConfig
+    network: QuantizedModel
+    policy: BitPolicy
+    history: pd.DataFrame  # per round: KD(FP), KD(Q), mean reward, mean bits
+    seconds: float
+    policy_evaluations: int  # network evaluations the policy's training used
+
+
+def dynamic_network(student: nn.Module, weight_bits: int = 32) -> QuantizedModel:
+    """A copy of ``student`` whose activations are quantized per input (BatchNorm folded)."""
+    return quantize_model(copy.deepcopy(student).eval(), QuantConfig(act_mode="dynamic"), (weight_bits, 8))
+
+
+def run_policy(network: QuantizedModel, step: PolicyStep, x: torch.Tensor) -> torch.Tensor:
+    """Logits of ``network`` on ``x`` with the step's per-input widths."""
+    network.set_sample_act_bits(step.bits)
+    try:
+        return network(x)
+    finally:
+        network.set_sample_act_bits(None)
+
+
+def _teacher(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probabilities, top label) of the black box's packed answers: rewards follow the
+    teacher's answer, not the true label."""
+    log_p, _ = unpack_answers(y)
+    return log_p, log_p.argmax(1)
+
+
+def _network_epoch(pair_net: QuantizedModel, policy: BitPolicy, transfer: Split, config: PairConfig,
+                   opt: torch.optim.Optimizer, gen: torch.Generator, device: torch.device,
+                   quantized_term: bool = True) -> tuple[float, float]:
+    pair_net.train()
+    kd_fp_sum = kd_q_sum = 0.0
+    for x, y in batches(transfer, config.batch_size, shuffle=True, generator=gen):
+        x, y = x.to(device), y.to(device)
+        log_t, _ = _teacher(y)
+        with pair_net.full_precision():
+            kd_fp = kd_divergence(pair_net(x), log_t, config.temperature)
+        loss = kd_fp
+        if quantized_term:
+            with torch.no_grad():
+                step = policy.act(x, generator=gen)
+            kd_q = kd_divergence(run_policy(pair_net, step, x), log_t, config.temperature)
+            bounded = kd_q if config.kind == "robust" else -kd_q.clamp(max=config.cap)
+            loss = kd_fp + config.lam * bounded
+            kd_q_sum += kd_q.item() * len(x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        kd_fp_sum += kd_fp.item() * len(x)
+    pair_net.eval()
+    return kd_fp_sum / len(transfer), kd_q_sum / len(transfer)
+
+
+def _policy_epoch(pair_net: QuantizedModel, policy: BitPolicy, transfer: Split, config: PairConfig,
+                  opt: torch.optim.Optimizer, baseline: float | None, gen: torch.Generator,
+                  device: torch.device) -> tuple[float, float | None, float]:
+    rewards, bits = [], []
+    for x, y in batches(transfer, config.batch_size, shuffle=True, generator=gen):
+        x, y = x.to(device), y.to(device)
+        _, label = _teacher(y)
+
+        def reward(widths: torch.Tensor) -> torch.Tensor:
+            bits.append(widths.float().mean())
+            p = run_policy(pair_net, PolicyStep(widths), x).softmax(1).gather(1, label[:, None]).squeeze(1)
+            return p if config.kind == "robust" else 1 - p
+
+        mean, baseline = reinforce_step(policy, opt, x, reward, baseline, config.entropy, generator=gen)
+        rewards.append(mean)
+    return sum(rewards) / len(rewards), baseline, float(torch.stack(bits).mean())
+
+
+def train_pair(student: nn.Module, transfer: Split, config: PairConfig,
+               device: str | torch.device = "cpu") -> Pair:
+    """Stages B and C from a distilled ``student`` on the black box's packed answers."""
+    device = resolve_device(device)
+    gen = seed_everything(config.seed)
+    start = time.perf_counter()
+    net = dynamic_network(student, config.weight_bits).to(device)
+    policy = BitPolicy(transfer.x.shape[1:], len(net.layer_names), config.choices, config.budget).to(device)
+    net_opt = torch.optim.Adam(net.parameters(), lr=config.net_lr)
+    pol_opt = torch.optim.Adam(policy.parameters(), lr=config.policy_lr)
+    rows, baseline = [], None
+    for r in range(config.rounds):
+        kd_fp, kd_q = _network_epoch(net, policy, transfer, config, net_opt, gen, device)
+        reward, baseline, mean_bits = _policy_epoch(net, policy, transfer, config, pol_opt, baseline, gen, device)
+        rows.append({"round": r + 1, "KD(FP)": kd_fp, "KD(Q)": kd_q, "mean reward": reward, "mean bits": mean_bits})
+    for _ in range(config.retain_epochs):  # stage C
+        _network_epoch(net, policy, transfer, config, net_opt, gen, device, quantized_term=False)
+    return Pair(config, net.eval(), policy.eval(), pd.DataFrame(rows), time.perf_counter() - start,
+                config.rounds * len(transfer))
+
+
+def train_pair_cached(student: Trained, transfer: DataSplits, config: PairConfig,
+                      device: str | torch.device = "cpu") -> Pair:
+    """``train_pair`` on ``transfer.train``, stored under the student's key, the data and the config."""
+    def build() -> dict:
+        pair = train_pair(student.model, transfer.train, config, device)
+        return {"network": {k: v.cpu() for k, v in pair.network.state_dict().items()},
+                "policy": {k: v.cpu() for k, v in pair.policy.state_dict().items()},
+                "history": pair.history.to_dict("list"), "seconds": pair.seconds,
+                "evaluations": pair.policy_evaluations}
+
+    key = {"student": student.key, "data": list(transfer.fingerprint), "pair": asdict(config)}
+    stored = cached("pair", key, build, code=__name__)
+    device = resolve_device(device)
+    net = dynamic_network(student.model, config.weight_bits)
+    net.load_state_dict(stored["network"])
+    policy = BitPolicy(transfer.input_shape, len(net.layer_names), config.choices, config.budget)
+    policy.load_state_dict(stored["policy"])
+    return Pair(config, net.to(device).eval(), policy.to(device).eval(), pd.DataFrame(stored["history"]),
+                stored["seconds"], stored["evaluations"])
+
+
+@torch.no_grad()
+def evaluate_pair(network: QuantizedModel, policy, split: Split, seed: int = 0, batch_size: int = 512,
+                  device: str | torch.device = "cpu") -> dict[str, float]:
+    """FP and quantized accuracy (%), their drop, and the mean width the policy executed.
+
+    Learned policies act greedily (their most likely widths, projected); random ones draw
+    from ``seed``.
+    """
+    device = resolve_device(device)
+    gen = torch.Generator().manual_seed(seed)
+    fp = q = 0
+    bits = []
+    for i in range(0, len(split), batch_size):
+        x, y = split.x[i:i + batch_size].to(device), split.y[i:i + batch_size].to(device)
+        with network.full_precision():
+            fp += int((network(x).argmax(1) == y).sum())
+        step = policy.act(x, greedy=True, generator=gen)
+        q += int((run_policy(network, step, x).argmax(1) == y).sum())
+        bits.append(step.bits.float())
+    n = len(split)
+    return {"FP acc": 100 * fp / n, "Q acc": 100 * q / n, "drop": 100 * (fp - q) / n,
+            "mean bits": float(torch.cat(bits).mean())}
+
+
+def static_search(network: QuantizedModel, split: Split, budget: float = 4.0,
+                  choices: Sequence[int] = BIT_CHOICES, device: str | torch.device = "cpu") -> pd.DataFrame:
+    """Every static per-layer policy within the budget, worst first: the exhaustive baseline."""
+    n_layers = len(network.layer_names)
+    rows = [{"bits": bits, **evaluate_pair(network, StaticPolicy(bits, choices, budget), split, device=device)}
+            for bits in static_policies(n_layers, choices, budget)]
+    return pd.DataFrame(rows).sort_values("drop", ascending=False, ignore_index=True)
+
+
+def search_baselines(network: QuantizedModel, learned: BitPolicy, split: Split, policy_evaluations: int,
+                     budget: float = 4.0, choices: Sequence[int] = BIT_CHOICES, random_draws: int = 5, seed: int = 0,
+                     device: str | torch.device = "cpu") -> pd.DataFrame:
+    """The worst accuracy drop each search finds on ``network``, and the network evaluations it cost.
+
+    Uniform: the budget's width everywhere (rounded down to a choice). Random: the worst of
+    ``random_draws`` seeded random per-input policies. Exhaustive: every static policy within
+    the budget, where that is affordable (``policy.MAX_STATIC_POLICIES``). Learned: the trained
+    policy (its cost is its REINFORCE training).
+    """
+    n_layers, n = len(network.layer_names), len(split)
+    uniform = max(c for c in choices if c <= budget)
+    rand = [evaluate_pair(network, RandomPolicy(n_layers, choices, budget), split, seed + k, device=device)["drop"]
+            for k in range(random_draws)]
+    try:
+        exhaustive = static_search(network, split, budget, choices, device)
+        worst = {"search": f"exhaustive static ({len(exhaustive)} policies)", "worst drop": exhaustive["drop"].iloc[0],
+                 "network evaluations": len(exhaustive) * n, "policy": str(exhaustive["bits"].iloc[0])}
+    except ValueError as too_many:
+        worst = {"search": "exhaustive static (not run)", "worst drop": float("nan"), "network evaluations": 0,
+                 "policy": str(too_many)}
+    rows = [
+        {"search": f"uniform {uniform} bits", "worst drop": evaluate_pair(network, StaticPolicy(
+            [uniform] * n_layers, choices, budget), split, device=device)["drop"], "network evaluations": n},
+        {"search": f"random (worst of {random_draws})", "worst drop": max(rand), "network evaluations": random_draws * n},
+        worst,
+        {"search": "learned (REINFORCE)", "worst drop": evaluate_pair(network, learned, split, device=device)["drop"],
+         "network evaluations": policy_evaluations + n},
+    ]
+    return pd.DataFrame(rows)

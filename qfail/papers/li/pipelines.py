@@ -1,0 +1,249 @@
+"""Adversarial robustness along a quantization pipeline (Li et al., 2024), in qfail's pieces.
+
+A *pipeline* fixes where robust optimisation happens: the float model is trained the standard way
+or adversarially (the initialisation), then quantized by PTQ (uniform or PWLQ) or by QAT with
+PACT, clean or adversarial, on all or part of the training data:
+
+====  ======================  ============================  ===============
+name  float model             quantization                  training data
+====  ======================  ============================  ===============
+a     standard                PTQ                           all
+b     adversarial             PTQ                           all
+c     standard                adversarial QAT (PACT)        all
+d     adversarial             adversarial QAT (PACT)        all
+e     adversarial             adversarial QAT (PACT)        ``fraction``
+====  ======================  ============================  ===============
+
+``evaluate`` measures clean accuracy, robust accuracy under white-box attacks through the STE,
+and the accuracy under the same attacks crafted on the float model (transfer), which exposes
+gradient masking by the rounding. The transfer examples depend only on the float model, so
+``transfer_set`` crafts them once for all the quantized copies of that model.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import pandas as pd
+import torch
+from torch import nn
+
+from qfail.attack import ATTACKS, NORMS, accuracy_on, adversarial_examples
+from qfail.checks import check_choice, check_range
+from qfail.data import DataSplits
+from qfail.quant import QuantizedModel
+from qfail.sweep import PARTS, quantized
+from qfail.train import TrainConfig, Trained
+
+__all__ = ["PIPELINES", "Pipeline", "pipeline", "Attack", "DEFAULT_ATTACKS", "quantize_along", "transfer_set",
+           "evaluate", "surrogate_accuracy",
+           "Cell", "matrix_cells", "float_rows", "run_matrix"]
+
+PTQ_METHODS = ("static", "pwlq")
+QAT_METHODS = ("pact", "qat")
+METHOD_LABELS = {"static": "uniform PTQ", "pwlq": "PWLQ PTQ", "pact": "PACT QAT", "qat": "uniform QAT"}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One of Li et al.'s pipelines: which float model it starts from and how QAT trains."""
+
+    name: str
+    init: str  # "standard" or "adversarial": how the float model was trained
+    adversarial_qat: bool  # QAT (when the method is a QAT one) is adversarial
+    fraction: float = 1.0  # share of the training data that QAT sees
+
+
+PIPELINES = ("a", "b", "c", "d", "e")
+
+
+def pipeline(name: str, fraction: float = 0.25) -> Pipeline:
+    """One of ``PIPELINES`` (``fraction`` only matters for ``e``)."""
+    check_choice("pipeline", name, PIPELINES)
+    check_range("fraction", fraction, 1e-3, 1.0)
+    init = "standard" if name in ("a", "c") else "adversarial"
+    return Pipeline(name, init, adversarial_qat=name in ("c", "d", "e"), fraction=fraction if name == "e" else 1.0)
+
+
+def quantize_along(p: Pipeline, float_models: Mapping[str, Trained], data: DataSplits, method: str, part: str,
+                   bits: int, qat: TrainConfig, device: str | torch.device = "cpu") -> Trained:
+    """The float model of ``p.init`` quantized by ``method`` (``static``/``pwlq`` PTQ or
+    ``qat``/``pact`` QAT) on ``part`` at ``bits``. PTQ ignores the QAT settings of ``p``.
+
+    ``qat`` is the QAT run; its method is set by the pipeline (``adversarial`` or
+    ``standard``), and pipeline ``e`` trains on a seeded ``p.fraction`` of the data. The
+    result's ``seconds`` is the quantization's wall time (calibration for PTQ, the fine-tuning
+    run for QAT), not counting the float model's training.
+    """
+    if p.init not in float_models:
+        raise ValueError(f"pipeline {p.name!r} needs the {p.init!r} float model; given: {', '.join(float_models)}")
+    source = float_models[p.init]
+    if method in PTQ_METHODS:
+        return quantized(source, data, method, part, bits, device=device)
+    qat = replace(qat, method="adversarial" if p.adversarial_qat else "standard")
+    qat_data = data.train_fraction(p.fraction, qat.seed) if p.fraction < 1.0 else data
+    return quantized(source, qat_data, method, part, bits, qat=qat, device=device)
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One evaluation attack: FGSM or PGD, its norm and budget (pixel units)."""
+
+    name: str  # "fgsm" or "pgd"
+    norm: str  # "linf" or "l2"
+    eps: float
+    steps: int = 10
+
+    def __post_init__(self) -> None:
+        check_choice("attack", self.name, ATTACKS)
+        check_choice("norm", self.norm, NORMS)
+        check_range("eps", self.eps, 0.0, 100.0)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name.upper()}-{self.norm} {self.eps:g}"
+
+
+# three budgets per attack, in pixel units of [0, 1] images (L2 budgets scale with sqrt(pixels))
+DEFAULT_ATTACKS = tuple(
+    [Attack("fgsm", "linf", e) for e in (0.03, 0.1, 0.2)]
+    + [Attack("pgd", "linf", e) for e in (0.03, 0.1, 0.2)]
+    + [Attack("pgd", "l2", e) for e in (0.5, 1.0, 2.0)])
+
+
+def _test(data: DataSplits, limit: int | None):
+    return data.test if limit is None else data.test.subset(limit)
+
+
+def _pgd_options(a: Attack) -> dict:
+    return {} if a.name == "fgsm" else {"steps": a.steps}
+
+
+def transfer_set(source: nn.Module, data: DataSplits, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
+                 limit: int | None = None, seed: int = 0, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """``{attack label: test inputs attacked on source}`` for ``evaluate(..., transfer=...)``."""
+    test = _test(data, limit)
+    return {a.label: adversarial_examples(source, test.x, test.y, a.name, a.eps, a.norm, seed=seed, device=device,
+                                          **_pgd_options(a))
+            for a in attacks}
+
+
+def evaluate(model: nn.Module, data: DataSplits, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
+             transfer: Mapping[str, torch.Tensor] | None = None, limit: int | None = None, seed: int = 0,
+             device: str | torch.device = "cpu") -> dict[str, float]:
+    """Clean and robust accuracy (%) of ``model`` on the test split (first ``limit`` inputs).
+
+    With a ``transfer`` set (``transfer_set`` of the float model, same ``limit``), each attack
+    is also scored on the examples crafted there ("<label> transfer"): if white-box accuracy is
+    much higher than transfer accuracy, the rounding hides the gradient rather than removing
+    the vulnerability.
+    """
+    test = _test(data, limit)
+    row = {"clean": accuracy_on(model, test.x, test.y, device=device)}
+    for a in attacks:
+        adv = adversarial_examples(model, test.x, test.y, a.name, a.eps, a.norm, seed=seed, device=device,
+                                   **_pgd_options(a))
+        row[a.label] = accuracy_on(model, adv, test.y, device=device)
+        if transfer is not None:
+            if a.label not in transfer or len(transfer[a.label]) != len(test.y):
+                raise ValueError(f"transfer has no {len(test.y)} examples for {a.label!r}; build it with "
+                                 f"transfer_set(source, data, attacks, limit={limit})")
+            row[f"{a.label} transfer"] = accuracy_on(model, transfer[a.label], test.y, device=device)
+    return row
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One entry of the matrix: ``method`` on ``part`` at ``bits`` along ``pipeline``."""
+    pipeline: str
+    method: str
+    part: str
+    bits: int
+
+    @property
+    def stage(self) -> str:
+        if self.method in PTQ_METHODS:
+            return "PTQ"
+        return "adversarial QAT" if pipeline(self.pipeline).adversarial_qat else "clean QAT"
+
+    @property
+    def evaluated_as(self) -> "Cell":
+        """PWLQ only changes weights: on activations alone it is uniform PTQ, evaluated once."""
+        return replace(self, method="static") if self.method == "pwlq" and self.part == "activations" else self
+
+
+def matrix_cells(pipelines: Sequence[str], ptq_methods: Sequence[str], ptq_bits: Sequence[int],
+                 ptq_parts: Sequence[str], qat_methods: Sequence[str], qat_bits: Sequence[int],
+                 qat_parts: Sequence[str]) -> list[Cell]:
+    """The cells of Li et al.'s matrix that exist: PTQ along the PTQ pipelines (a, b), QAT along
+    every pipeline (a and b then mean clean QAT from that float model)."""
+    for m in ptq_methods:
+        check_choice("ptq_methods", m, PTQ_METHODS)
+    for m in qat_methods:
+        check_choice("qat_methods", m, QAT_METHODS)
+    for part in (*ptq_parts, *qat_parts):
+        check_choice("parts", part, PARTS)
+    for name in pipelines:
+        check_choice("pipelines", name, PIPELINES)
+    cells = [Cell(p, m, part, b) for p in pipelines if p in ("a", "b")
+             for m in ptq_methods for part in ptq_parts for b in ptq_bits]
+    return cells + [Cell(p, m, part, b) for p in pipelines for m in qat_methods for part in qat_parts for b in qat_bits]
+
+
+def surrogate_accuracy(qm: QuantizedModel, data: DataSplits, a: Attack, limit: int | None = None, seed: int = 0,
+                       device: str | torch.device = "cpu") -> float:
+    """Accuracy (%) of ``qm`` under ``a`` crafted on its own weights run without quantization.
+
+    The attacker knows the quantized model's weights but ignores the rounding: a third view
+    beside the STE (white-box) and the starting float model (transfer). After QAT the weights
+    differ from the starting float model's, so only this view removes the rounding alone.
+    """
+    test = _test(data, limit)
+    with qm.full_precision():
+        adv = adversarial_examples(qm, test.x, test.y, a.name, a.eps, a.norm, seed=seed, device=device,
+                                   **_pgd_options(a))
+    return accuracy_on(qm, adv, test.y, device=device)
+
+
+def float_rows(float_models: Mapping[str, Trained], data: DataSplits, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
+               transfer: Mapping[str, Mapping[str, torch.Tensor]] | None = None, limit: int | None = None,
+               seed: int = 0, device: str | torch.device = "cpu") -> pd.DataFrame:
+    """The float models evaluated like the cells of ``run_matrix`` (same columns), as references."""
+    return pd.DataFrame([{"pipeline": "float", "init": init, "stage": "float", "method": "float", "part": "none",
+                          "bits": 32, **evaluate(m.model, data, attacks, None if transfer is None else transfer[init],
+                                                 limit, seed, device),
+                          "quant s": 0.0, "float s": m.seconds}
+                         for init, m in float_models.items()])
+
+
+def run_matrix(cells: Sequence[Cell], float_models: Mapping[str, Trained], data: DataSplits, qat: TrainConfig, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
+               transfer: Mapping[str, Mapping[str, torch.Tensor]] | None = None, fraction: float = 0.25,
+               surrogate: Attack | None = None, limit: int | None = None, seed: int = 0,
+               device: str | torch.device = "cpu") -> tuple[pd.DataFrame, dict[Cell, Trained]]:
+    """Quantize and evaluate every cell; one row per cell, plus the quantized models.
+
+    ``transfer`` maps a float model's name (``standard``/``adversarial``) to its
+    ``transfer_set``. With a ``surrogate`` attack, QAT cells also get ``"<label> surrogate"``
+    (``surrogate_accuracy``); a PTQ model's own weights *are* its float model's, so there the
+    column repeats the transfer accuracy. Each row carries the quantization's wall time
+    (``quant s``) and the float model's (``float s``), so a pipeline's cost is their sum.
+    """
+    rows, models, done = [], {}, {}
+    for cell in cells:
+        p = pipeline(cell.pipeline, fraction)
+        key = cell.evaluated_as
+        if key not in done:
+            qm = quantize_along(p, float_models, data, key.method, key.part, key.bits, qat, device)
+            sets = None if transfer is None else transfer[p.init]
+            result = evaluate(qm.model, data, attacks, sets, limit, seed, device)
+            if surrogate is not None:
+                result[f"{surrogate.label} surrogate"] = (
+                    surrogate_accuracy(qm.model, data, surrogate, limit, seed, device) if key.method in QAT_METHODS
+                    else result.get(f"{surrogate.label} transfer", float("nan")))
+            done[key] = (qm, result)
+        qm, result = done[key]
+        models[cell] = qm
+        rows.append({"pipeline": cell.pipeline, "init": p.init, "stage": cell.stage,
+                     "method": METHOD_LABELS[cell.method], "part": cell.part, "bits": cell.bits, **result,
+                     "quant s": qm.seconds, "float s": float_models[p.init].seconds})
+    return pd.DataFrame(rows), models

@@ -1,0 +1,189 @@
+"""Sound output bounds for ReLU networks, quantized or not: IBP and CROWN over input boxes.
+
+Bounds over an input box [lo, hi] (a batch of boxes at once):
+
+* ``ibp``: interval bound propagation (Gowal et al., 2018) in centre/radius form. Rounding is
+  monotone, so a static quantizer maps [l, u] to [Q(l), Q(u)] exactly. A dynamic quantizer's
+  scale depends on the input itself; every value it sees lies inside its own range, so its
+  error is at most half the largest scale the box allows.
+* ``crown``: linear relaxations back-substituted to the input (CROWN, Zhang et al., 2018), for
+  every hidden layer and for the output spec (here: the decision margins). A quantizer is
+  relaxed by x - h <= Q(x) <= x + h (h: half a step) or by its constant range, whichever is
+  tighter. Bounds from both methods are intersected, so CROWN is never looser than IBP.
+
+Both are sound for the network *as it runs in float32*: after every affine step the bounds
+widen by the worst-case float32 summation error (Higham's gamma_n), and static quantizers are
+evaluated by the network's own float32 code on the rounded-outward bounds.
+
+Shape legend: ``N`` boxes, ``d`` input features, ``K`` outputs, ``S`` spec rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from qfail.checks import check_choice
+from qfail.verify.program import Affine, Program, ReLU, Step
+
+__all__ = ["BOUND_METHODS", "bounds", "margin_spec", "certified_actions"]
+
+BOUND_METHODS = ("ibp", "crown")
+
+
+def _down32(x: torch.Tensor) -> torch.Tensor:
+    y = x.float()
+    return torch.where(y.double() > x, torch.nextafter(y, torch.full_like(y, -np.inf)), y)
+
+
+def _up32(x: torch.Tensor) -> torch.Tensor:
+    y = x.float()
+    return torch.where(y.double() < x, torch.nextafter(y, torch.full_like(y, np.inf)), y)
+
+
+def _ibp_step(step: Step, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(step, Affine):
+        mid, rad = (hi + lo) / 2, (hi - lo) / 2
+        c = mid @ step.weight.T + step.bias
+        r = rad @ step.weight.abs().T + step.slack(lo, hi)
+        return c - r, c + r
+    if isinstance(step, ReLU):
+        return lo.clamp(min=0), hi.clamp(min=0)
+    if step.mode == "static":  # monotone: the ends of the interval round to the ends of the image
+        return step.apply(_down32(lo)).double(), step.apply(_up32(hi)).double()
+    h = step.max_step(lo, hi) / 2 * (1 + 1e-6) + 1e-12
+    return lo - h, hi + h
+
+
+def _relaxation(step: Step, lo: torch.Tensor, hi: torch.Tensor):
+    """Element-wise linear bounds a_l x + c_l <= f(x) <= a_u x + c_u valid on [lo, hi]."""
+    if isinstance(step, ReLU):
+        active, dead = lo >= 0, hi <= 0
+        unstable = ~(active | dead)
+        denom = torch.where(unstable, hi - lo, torch.ones_like(lo))
+        a_u = torch.where(active, 1.0, torch.where(unstable, hi / denom, 0.0))
+        c_u = torch.where(unstable, -hi * lo / denom, 0.0)
+        a_l = torch.where(active, 1.0, torch.where(unstable, (hi > -lo).double(), 0.0))
+        return a_l, torch.zeros_like(lo), a_u, c_u
+    q_lo, q_hi = _ibp_step(step, lo, hi)
+    if step.mode == "static":
+        h = step.step / 2 * (1 + 1e-6) + 1e-6 * (torch.maximum(lo.abs(), hi.abs()) + step.step)
+        linear_ok = (lo >= step.clip[0] - step.step / 2) & (hi <= step.clip[1] + step.step / 2)
+    else:
+        h = step.max_step(lo, hi) / 2 * (1 + 1e-6) + 1e-12
+        h = h.expand_as(lo)
+        linear_ok = torch.ones_like(lo, dtype=torch.bool)
+    use_linear = linear_ok & (q_hi - q_lo > 2 * h)
+    one, zero = torch.ones_like(lo), torch.zeros_like(lo)
+    a = torch.where(use_linear, one, zero)
+    return a, torch.where(use_linear, -h, q_lo), a, torch.where(use_linear, h, q_hi)
+
+
+def _back_substitute(steps: list[Step], bounds_in: list[tuple[torch.Tensor, torch.Tensor]],
+                     spec: torch.Tensor | None, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper bounds of ``spec @ output(steps)`` over the box; spec (N, m, d_out), or
+    ``None`` for the identity (bounds of every output, without multiplying by an identity)."""
+    n = len(lo)
+    last = steps[-1]
+    if spec is None:  # start one step in: the identity through the last affine step is the step itself
+        if not isinstance(last, Affine):
+            raise ValueError("spec=None needs a program that ends with an affine step")
+        w = last.weight.expand(n, -1, -1)
+        lam = torch.cat([w, -w], 1)  # lower bounds of y and of -y, in one pass
+        slack = last.slack(*bounds_in[-1])
+        const = torch.cat([last.bias - slack, -last.bias - slack], 1)
+        steps, bounds_in = steps[:-1], bounds_in[:-1]
+    else:
+        lam = torch.cat([spec, -spec], 1)
+        const = torch.zeros(lam.shape[:2], dtype=lam.dtype)
+    for step, (l_in, u_in) in zip(reversed(steps), reversed(bounds_in)):
+        if isinstance(step, Affine):
+            slack = step.slack(l_in, u_in).unsqueeze(-1)  # (N, d_out, 1)
+            const = const + lam @ step.bias - (lam.abs() @ slack).squeeze(-1)
+            lam = lam @ step.weight
+        else:
+            a_l, c_l, a_u, c_u = _relaxation(step, l_in, u_in)
+            pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+            const = const + (pos @ c_l.unsqueeze(-1)).squeeze(-1) + (neg @ c_u.unsqueeze(-1)).squeeze(-1)
+            lam = pos * a_l.unsqueeze(1) + neg * a_u.unsqueeze(1)
+    mid, rad = ((hi + lo) / 2).unsqueeze(-1), ((hi - lo) / 2).unsqueeze(-1)
+    low = (lam @ mid).squeeze(-1) - (lam.abs() @ rad).squeeze(-1) + const
+    m = low.shape[1] // 2
+    return low[:, :m], -low[:, m:]
+
+
+def bounds(program: Program, lo: torch.Tensor, hi: torch.Tensor, method: str = "ibp",
+           spec: torch.Tensor | None = None, chunk: int = 2 ** 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper bounds of the outputs (or of ``spec @ outputs``) over each box.
+
+    Args:
+        program: from :func:`extract`.
+        lo, hi: (N, d) box corners.
+        method: ``ibp`` or ``crown``.
+        spec: optional (N, m, d_out) linear specification, e.g. from :func:`margin_spec`.
+        chunk: CROWN processes boxes in groups so that no back-substitution tensor exceeds this
+            many elements.
+    """
+    check_choice("method", method, BOUND_METHODS)
+    lo, hi = lo.double(), hi.double()
+    if lo.shape != hi.shape or lo.dim() != 2 or lo.shape[1] != program.in_features:
+        raise ValueError(f"lo and hi must both have shape (N, {program.in_features}); got {tuple(lo.shape)} "
+                         f"and {tuple(hi.shape)}")
+    if bool((lo > hi).any()):
+        raise ValueError("lo must be <= hi in every coordinate")
+    if method == "crown":
+        widest = max(s.weight.shape[0] * s.weight.shape[1] for s in program.steps if isinstance(s, Affine))
+        size = max(1, chunk // widest)
+        parts = [_crown(program, lo[i:i + size], hi[i:i + size], None if spec is None else spec[i:i + size])
+                 for i in range(0, len(lo), size)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    io = [(lo, hi)]
+    for step in program.steps:
+        io.append(_ibp_step(step, *io[-1]))
+    out_lo, out_hi = io[-1]
+    if spec is None:
+        return out_lo, out_hi
+    return _spec_interval(spec.double(), out_lo, out_hi)
+
+
+def _spec_interval(spec, lo, hi):
+    mid, rad = ((hi + lo) / 2).unsqueeze(-1), ((hi - lo) / 2).unsqueeze(-1)
+    c, r = (spec @ mid).squeeze(-1), (spec.abs() @ rad).squeeze(-1)
+    return c - r, c + r
+
+
+def _crown(program: Program, lo: torch.Tensor, hi: torch.Tensor, spec: torch.Tensor | None):
+    steps = program.steps
+    io = [(lo, hi)]  # io[k]: bounds of the input of step k
+    for k, step in enumerate(steps):
+        ibp_lo, ibp_hi = _ibp_step(step, *io[-1])
+        earlier_affine = any(isinstance(s, Affine) for s in steps[:k])
+        if isinstance(step, Affine) and earlier_affine and k < len(steps) - 1:
+            c_lo, c_hi = _back_substitute(steps[:k + 1], io, None, lo, hi)
+            ibp_lo, ibp_hi = torch.maximum(ibp_lo, c_lo), torch.minimum(ibp_hi, c_hi)
+        io.append((ibp_lo, ibp_hi))
+    out_lo, out_hi = io[-1]
+    if spec is None:
+        ibp_lo, ibp_hi = out_lo, out_hi
+    else:
+        spec = spec.double()
+        ibp_lo, ibp_hi = _spec_interval(spec, out_lo, out_hi)
+    c_lo, c_hi = _back_substitute(steps, io[:-1], spec, lo, hi)
+    return torch.maximum(ibp_lo, c_lo), torch.minimum(ibp_hi, c_hi)
+
+
+def margin_spec(actions: torch.Tensor, classes: int) -> torch.Tensor:
+    """(N, K-1, K) rows e_a - e_j for every j != a: all positive <=> argmax is a."""
+    eye = torch.eye(classes, dtype=torch.float64)
+    rows = [eye[a].expand(classes - 1, -1) - eye[[j for j in range(classes) if j != a]] for a in range(classes)]
+    return torch.stack(rows)[actions]
+
+
+def certified_actions(program: Program, lo: torch.Tensor, hi: torch.Tensor, method: str = "crown") -> torch.Tensor:
+    """For each box, the action the network provably takes everywhere in it, or -1."""
+    centre = ((lo.double() + hi.double()) / 2)
+    guess = program(centre).argmax(1)
+    margin_lo, _ = bounds(program, lo, hi, method, margin_spec(guess, program.out_features))
+    # ties go to the lowest index in argmax, so a proof needs strict margins
+    return torch.where((margin_lo > 0).all(1), guess, torch.full_like(guess, -1))
+
+

@@ -1,0 +1,121 @@
+"""Black-box distillation, network-policy pairs and the failure analyses."""
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+import qfail
+from qfail import distill
+from qfail.data import DataSplits, Split
+from qfail.papers.frank import analyses, pairs, stages
+
+
+def test_black_box_exposes_no_parameters_or_gradients_and_counts_queries():
+    clf = LogisticRegression(max_iter=200).fit(np.random.rand(40, 4), np.arange(40) % 2)
+    box = distill.BlackBox(clf.predict_proba, budget=10)
+    assert not isinstance(box, torch.nn.Module)
+    assert [a for a in dir(box) if not a.startswith("_")] == ["budget", "queries", "query"]
+    with pytest.raises(AttributeError):
+        box.__dict__  # noqa: B018  (slots only: nothing else to reach)
+    x = torch.rand(6, 1, 2, 2, requires_grad=True)
+    p = box.query(x)
+    assert p.shape == (6, 2) and not p.requires_grad and p.grad_fn is None and box.queries == 6
+    with pytest.raises(distill.QueryBudgetExceeded, match="query of 6 inputs refused: 6 of the budget of 10 already spent"):
+        box.query(x)
+    assert box.queries == 6
+
+
+def test_student_reaches_the_black_box_on_a_separable_problem():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.2, 0.2, 0.8, 0.8], [0.8, 0.8, 0.2, 0.2], [0.2, 0.8, 0.2, 0.8]])
+
+    def split(n):
+        y = torch.randint(3, (n,), generator=gen)
+        return Split((centres[y] + 0.05 * torch.randn(n, 4, generator=gen)).clamp(0, 1).view(n, 1, 2, 2), y)
+
+    data = DataSplits("toy", split(300), split(100), split(200), 3, ("toy",))
+    clf = LogisticRegression(max_iter=500).fit(data.train.x.view(300, -1).numpy(), data.train.y.numpy())
+    transfer = distill.query_transfer_set(distill.BlackBox(clf.predict_proba, budget=300), data, 300)
+    student = distill.distill_black_box(transfer, lambda: qfail.build_model("mlp", (1, 2, 2), 3, seed=0, hidden=(16,)),
+                                        {"toy": 1}, qfail.TrainConfig(epochs=40, lr=1e-2))
+    teacher_acc = 100 * (clf.predict(data.test.x.view(200, -1).numpy()) == data.test.y.numpy()).mean()
+    assert teacher_acc == 100 and qfail.accuracy(student.model, data.test) >= teacher_acc - 1
+
+
+def test_teacher_is_fitted_once_per_data_kind_and_seed(digits):
+    first = distill.sklearn_teacher(digits, "forest", 0)
+    assert distill.sklearn_teacher(digits, "forest", 0) is first
+    assert distill.sklearn_teacher(digits, "forest", 1) is not first
+    with pytest.raises(ValueError, match="teacher='knn' is not allowed; choose one of 'mlp', 'forest', 'svm'"):
+        distill.sklearn_teacher(digits, "knn")
+
+
+def test_transfer_inputs_use_real_images_first_then_seeded_copies(digits):
+    x = distill.transfer_inputs(digits.train, len(digits.train) + 50, seed=3)
+    assert torch.equal(x[:len(digits.train)], digits.train.x) and len(x) == len(digits.train) + 50
+    assert torch.equal(x, distill.transfer_inputs(digits.train, len(digits.train) + 50, seed=3))
+    assert x.min() >= 0 and x.max() <= 1
+
+
+@pytest.fixture(scope="module")
+def small_pairs():
+    s = stages.setup("digits", None, "cnn", "mlp", 600, epochs=5, seed=0)
+    return s, stages.train_pairs(s, pairs.PairConfig(rounds=3, retain_epochs=1, budget=3.0))
+
+
+def test_pairs_train_evaluate_and_cross(small_pairs):
+    s, trained = small_pairs
+    assert set(trained) == {"robust", "detrimental"}
+    for kind, pair in trained.items():
+        assert pair.config.kind == kind and len(pair.history) == 3 and pair.policy_evaluations == 3 * 600
+        row = pairs.evaluate_pair(pair.network, trained["robust" if kind == "detrimental" else "detrimental"].policy,
+                                  s.data.test)
+        assert row["mean bits"] <= 3.0 + 1e-9 and row["FP acc"] > 50
+        assert row["drop"] == pytest.approx(row["FP acc"] - row["Q acc"])
+    again = stages.train_pairs(s, pairs.PairConfig(rounds=3, retain_epochs=1, budget=3.0))  # from the cache
+    for kind in trained:
+        for a, b in zip(trained[kind].network.parameters(), again[kind].network.parameters()):
+            assert torch.equal(a, b)
+
+
+def test_search_baselines_report_drops_and_costs(small_pairs):
+    s, trained = small_pairs
+    d = trained["detrimental"]
+    table = pairs.search_baselines(d.network, d.policy, s.data.test, d.policy_evaluations, 3.0, random_draws=2)
+    assert table["search"].tolist()[0] == "uniform 3 bits" and len(table) == 4
+    exhaustive = pairs.static_search(d.network, s.data.test, 3.0)
+    assert table["worst drop"].iloc[2] == exhaustive["drop"].max()
+    assert table["network evaluations"].iloc[2] == len(exhaustive) * len(s.data.test)
+
+
+def test_layer_wise_quantization_touches_exactly_the_named_layers(small_pairs):
+    _, trained = small_pairs
+    net = trained["robust"].network
+    names = list(net.layer_names)
+    seen = {}
+    hooks = [q.register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, m.enabled)) for n, q in net.layers.items()]
+    with analyses.quantized_layers(net, [names[1]]):
+        net(torch.rand(2, 1, 8, 8))
+    for h in hooks:
+        h.remove()
+    assert seen == {n: n == names[1] for n in names}
+    assert all(q.enabled for q in net.layers.values())  # restored
+    with pytest.raises(ValueError, match="layer='conv9' is not allowed"):
+        with analyses.quantized_layers(net, ["conv9"]):
+            pass
+
+
+def test_analyses_shapes(small_pairs):
+    s, trained = small_pairs
+    d = trained["detrimental"]
+    test = s.data.test.subset(50)
+    lw = analyses.layer_wise(d.network, d.policy, test)
+    assert len(lw) == 3 * len(d.network.layer_names)
+    full = pairs.evaluate_pair(d.network, d.policy, test)["Q acc"]
+    assert lw[(lw.protocol == "up to")].iloc[-1]["Q acc"] == full == lw[(lw.protocol == "from")].iloc[0]["Q acc"]
+    acts = analyses.activation_samples(d.network, d.policy, test.x)
+    assert all(v["fp"].shape == v["q"].shape for v in acts.values())
+    curves = analyses.corruption_curves(d.network, d.policy, test, ["gaussian_noise"], [1, 5])
+    assert curves.severity.tolist() == [0, 1, 5]
+    points = analyses.transitory_points(d.network, d.policy, test)
+    assert len(points) == 50 and (points.flips == ((points["FP pred"] == points.label) & (points["Q pred"] != points.label))).all()

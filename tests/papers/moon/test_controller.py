@@ -1,0 +1,61 @@
+"""CartPole controller training and rollouts, QAT of a controller."""
+import pytest
+import torch
+from torch import nn
+
+from qfail.papers.moon import controller as rl
+from qfail.quant import int8_dynamic
+from qfail.train import Trained
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return rl.train_controller(rl.RLConfig(iterations=150, seed=0))
+
+
+@pytest.fixture(scope="module")
+def policy(trained):
+    return trained.model
+
+
+def test_reinforce_reaches_the_cap_and_is_deterministic(policy):
+    run = rl.rollout(policy, 10, seed=123)
+    assert run.mean >= 475
+    again = rl.rollout(policy, 10, seed=123)
+    assert (run.rewards == again.rewards).all() and torch.equal(run.states, again.states)
+    assert len(run.states) == run.rewards.sum() and run.states.shape[1] == 4
+
+
+def test_training_is_reproducible_from_the_seed():
+    config = rl.RLConfig(iterations=3, seed=5)
+    a, b = rl.controller_net(seed=5), rl.controller_net(seed=5)
+    assert rl.reinforce(a, config) == rl.reinforce(b, config)  # no cache involved
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    other = rl.controller_net(seed=5)
+    assert rl.reinforce(other, rl.RLConfig(iterations=3, seed=6)) != rl.reinforce(rl.controller_net(seed=5), config)
+
+
+def test_int8_decisions_one_at_a_time_and_table(policy):
+    run = rl.rollout(policy, 2, seed=7)
+    q = int8_dynamic(policy)
+    table = rl.controller_table({"FP32": policy, "dynamic INT8": q}, run, episodes=2, seed=7)
+    assert table.loc["FP32", "agreement with FP (%)"] == 100.0
+    assert 50 <= table.loc["dynamic INT8", "agreement with FP (%)"] <= 100
+    assert table.loc["dynamic INT8", "size (KB)"] < table.loc["FP32", "size (KB)"]
+
+
+@pytest.mark.parametrize("method", rl.FINE_TUNE_METHODS)
+def test_qat_controller_trains_the_quantized_weights(trained, policy, method):
+    states = rl.rollout(policy, 1, seed=3).states
+    qm = rl.qat_controller(trained, 4, states, method=method, updates=2, seed=0)
+    fresh = rl.qat_controller(trained, 4, states, method=method, updates=2, seed=0)  # from the cache
+    assert qm.history == fresh.history and len(qm.history) >= 1 and qm.key["net"] == trained.key
+    changed = any(not torch.equal(a, b) for a, b in zip(qm.model.parameters(), policy.parameters()))
+    assert changed
+
+
+def test_bad_rl_arguments():
+    with pytest.raises(ValueError, match="method='ppo' is not allowed; choose one of 'reinforce', 'distill'"):
+        rl.qat_controller(Trained(nn.Linear(4, 2), {}), 4, torch.zeros(1, 4), method="ppo")
+    with pytest.raises(ValueError, match="episodes=0 is out of range"):
+        rl.RLConfig(episodes=0)

@@ -1,0 +1,262 @@
+"""The rendering pipeline: the book builds with warnings as errors, and its widgets work offline.
+
+The chapters are executed with small parameters by the runner and staged into a copy of the
+book (execution off), so this checks Sphinx/MyST-NB, the vendored scripts and the widget state
+without the full-size computation (``make book`` does that).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from qfail.site import book, runner
+
+pytestmark = pytest.mark.book
+SMALL = {"primer": {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bits": "2"},
+         "moon": {"rl_updates": "5", "episodes": "2", "bit_widths": "8,2", "qat_updates": "1", "eps_values": "0.03,0.1",
+                  "eps": "0.03", "verified_states": "30", "grid_cells": "4", "bits": "8"},
+         "hu": {"epochs": "2", "methods": "standard,qat", "settings": "int8", "bits": "2", "size": "8",
+                "shifts": "gaussian_noise,rotate", "severities": "1,5", "mc_samples": "2", "retrain_epochs": "1"},
+         "li": {"depth": "8", "width": "0.25", "epochs": "2", "adv_steps": "2", "pipelines": "a,b,e", "ptq_methods": "pwlq",
+                "ptq_bits": "4", "ptq_parts": "weights,activations", "qat_parts": "activations", "qat_epochs": "1",
+                "pgd_steps": "2", "limit": "40"},
+         "frank_distill": {"query_budgets": "100,300", "epochs": "3"},
+         "frank_pairs": {"seeds": "0", "models": "cnn", "queries": "500", "rounds": "2", "retain_epochs": "1",
+                         "random_draws": "1"},
+         "frank_analyses": {"queries": "500", "rounds": "2", "retain_epochs": "1", "corruptions": "gaussian_noise,rotate",
+                            "severities": "1,3", "examples": "4"}}
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("runs")
+    return {name: runner.run_chapter(name, params, tmp) for name, params in SMALL.items()}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, executed) -> Path:
+    tmp = tmp_path_factory.mktemp("book")
+    root = book.stage_book(tmp / "src", executed)
+    jb = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run([str(jb), "build", str(root), "-W", "--keep-going"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert book.place_widget_fonts(root / "_build" / "html", root / "book" / "_assets") == 1  # notebooks/
+    return root / "_build" / "html"
+
+
+# wall times differ from run to run; everything else in a verdict table must not
+_WALL_TIME = [(re.compile(r"wall time x[\d.]+"), "wall time x…"), (re.compile(r"at \d+% of its QAT time"), "at …% of its QAT time")]
+
+
+def _verdict_outputs(path: Path) -> list[str]:
+    """The rendered outputs of every cell that builds or shows a verdict table."""
+    import nbformat
+
+    out = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "code" and "verdict" in cell.source:
+            for o in cell.get("outputs", []):
+                text = o.get("data", {}).get("text/html") or o.get("data", {}).get("text/plain") or o.get("text", "")
+                text = "".join(text) if isinstance(text, list) else text
+                text = re.sub(r"T_[0-9a-f]{5}", "T_", text)  # pandas' Styler names each table at random
+                for pattern, repl in _WALL_TIME:
+                    text = pattern.sub(repl, text)
+                out.append(text)
+    return out
+
+
+def test_two_fresh_runs_print_identical_verdict_tables(executed, tmp_path, monkeypatch):
+    """Same parameters, an empty cache (every model retrained): the same verdict tables, digit for digit."""
+    monkeypatch.setenv("QFAIL_CACHE", str(tmp_path / "cache"))
+    for name, params in SMALL.items():
+        first = _verdict_outputs(executed[name])
+        again = _verdict_outputs(runner.run_chapter(name, params, tmp_path / "again"))
+        assert first and first == again, name
+
+
+def test_pages_exist_with_widget_state_and_local_scripts(site):
+    page = (site / "notebooks" / "primer.html").read_text()
+    assert 'application/vnd.jupyter.widget-state+json' in page
+    assert page.count('src="../_static/embed-amd.js') == 1 and page.count('src="../_static/require.min.js') == 1
+    assert "cdn.jsdelivr" not in page and "cdnjs" not in page
+    assert (site / "_static" / "mathjax" / "tex-mml-chtml.js").exists()
+    assert "embed-amd.js" not in (site / "book" / "intro.html").read_text()  # only widget pages load it
+    assert "Bibliography" in (site / "book" / "references.html").read_text() or \
+        "Frank" in (site / "book" / "references.html").read_text()
+
+
+@pytest.fixture(scope="module")
+def server(site):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+_VISIBLE_IMAGES = """() => Array.from(document.querySelectorAll('.jupyter-widgets img'))
+    .filter(img => img.offsetParent !== null).map(img => img.src.slice(-200))"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+def test_widgets_respond_in_browser_without_network(server):
+    from playwright.sync_api import sync_playwright
+
+    requests: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page()
+
+        def route(r):
+            requests.append(r.request.url)
+            if r.request.url.startswith(server):
+                r.continue_()
+            else:
+                r.abort()
+
+        page.route("**/*", route)
+        missing: list[str] = []
+        page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
+        page.goto(f"{server}/notebooks/primer.html", wait_until="load")
+        handle = page.locator(".widget-slider .noUi-handle").first
+        handle.wait_for(state="visible", timeout=30_000)
+        page.wait_for_timeout(500)
+        assert "Loading widget" not in page.inner_text("body")
+        readout = page.locator(".widget-slider .widget-readout").first
+        assert readout.inner_text().strip() == "2"
+        before = page.evaluate(_VISIBLE_IMAGES)
+        assert len(before) == 1
+        handle.focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(500)
+        after = page.evaluate(_VISIBLE_IMAGES)
+        assert readout.inner_text().strip() == "4"
+        assert len(after) == 1 and after != before
+        math = page.locator("mjx-container").count()
+        browser.close()
+    outside = [u for u in requests if not u.startswith(server) and not u.startswith("data:")]
+    assert not outside, f"requests left the site: {outside[:5]}"
+    assert not missing, f"files missing from the site: {missing[:5]}"
+    assert math > 0, "MathJax (served locally) did not typeset the formulas"
+
+
+_VISIBLE_PANEL = """() => Array.from(document.querySelectorAll('.jupyter-widgets .widget-output'))
+    .filter(o => o.offsetParent !== null && o.innerText.trim().length > 0).map(o => o.innerText).join('|')"""
+
+
+@contextlib.contextmanager
+def _widget_page(server: str, path: str):
+    """A headless Chromium page at ``path`` (no request leaves the site), once its first control shows;
+    on leaving, no request may have failed with a 4xx/5xx."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        missing: list[str] = []
+        page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server) else r.abort())
+        page.goto(f"{server}/{path}", wait_until="load")
+        page.locator(".widget-slider .noUi-handle, .widget-toggle-buttons button").first.wait_for(
+            state="visible", timeout=30_000)
+        page.wait_for_timeout(500)
+        try:
+            yield page
+            assert not missing, missing  # every script, style sheet and icon font is served by the site
+        finally:
+            browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+def test_two_nested_controls_respond_in_browser(server):
+    """The Moon chapter's bits x eps switcher: each slider swaps what is visible."""
+    with _widget_page(server, "notebooks/moon.html") as page:
+        handles = page.locator(".widget-slider .noUi-handle")
+        assert handles.count() == 2
+        readouts = page.locator(".widget-slider .widget-readout")
+        assert [readouts.nth(i).inner_text().strip() for i in range(2)] == ["8", "0.03"]
+        start_images, start_text = page.evaluate(_VISIBLE_IMAGES), page.evaluate(_VISIBLE_PANEL)
+        assert len(start_images) == 1 and "0.03" in start_text
+        handles.nth(1).focus()
+        page.keyboard.press("ArrowRight")  # eps 0.03 -> 0.1: same maps, other table rows
+        page.wait_for_timeout(500)
+        assert readouts.nth(1).inner_text().strip() == "0.1"
+        eps_text = page.evaluate(_VISIBLE_PANEL)
+        assert eps_text != start_text and "0.1" in eps_text
+        handles.nth(0).focus()
+        page.keyboard.press("ArrowRight")  # bits 8 -> 2: other maps
+        page.wait_for_timeout(500)
+        assert readouts.nth(0).inner_text().strip() == "2"
+        assert page.evaluate(_VISIBLE_IMAGES) != start_images
+
+
+def _swaps_panel(page, seen: list, act) -> None:
+    """Run ``act`` (a click or a key press); exactly one panel image shows, and a new one."""
+    act()
+    page.wait_for_timeout(500)
+    now = page.evaluate(_VISIBLE_IMAGES)
+    assert len(now) == 1 and now not in seen
+    seen.append(now)
+
+
+def _arrow_right(page, handle):
+    return lambda: (handle.focus(), page.keyboard.press("ArrowRight"))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+@pytest.mark.parametrize("chapter, button, slider, readout", [
+    ("hu", "rotate", 0, "5"),  # shift x severity: severity 1 -> 5
+    ("li", "weights", 1, "2"),  # bits x part x level: level 1 -> 2
+])
+def test_buttons_and_sliders_respond_in_browser(server, chapter, button, slider, readout):
+    """A button and a slider of the chapter's switcher each swap the panel."""
+    with _widget_page(server, f"notebooks/{chapter}.html") as page:
+        seen = [page.evaluate(_VISIBLE_IMAGES)]
+        assert len(seen[0]) == 1
+        _swaps_panel(page, seen, page.get_by_role("button", name=button).click)
+        _swaps_panel(page, seen, _arrow_right(page, page.locator(".widget-slider .noUi-handle").nth(slider)))
+        assert page.locator(".widget-slider .widget-readout").nth(slider).inner_text().strip() == readout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+def test_pair_layer_and_corruption_buttons_respond_in_browser(server):
+    """The Frank & Ardis analyses switcher: three rows of buttons, each swaps the panel."""
+    with _widget_page(server, "notebooks/frank_analyses.html") as page:
+        seen = [page.evaluate(_VISIBLE_IMAGES)]
+        assert len(seen[0]) == 1
+        for name in ("robust", "features.4", "rotate"):
+            _swaps_panel(page, seen, page.get_by_role("button", name=name, exact=True).click)
+
+
+def test_a_failing_cell_fails_the_build(tmp_path):
+    """No silently broken chapter: the real _config.yml makes a raising cell stop the build."""
+    import yaml
+
+    shutil.copy(book.ROOT / "_config.yml", tmp_path / "_config.yml")
+    config = yaml.safe_load((tmp_path / "_config.yml").read_text())
+    for key in ("html_static_path", "bibtex_reference_style"):  # no assets or bibliography needed here
+        config["sphinx"]["config"].pop(key)
+    config.pop("bibtex_bibfiles")
+    (tmp_path / "_config.yml").write_text(yaml.safe_dump(config))
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: broken\n")
+    (tmp_path / "broken.md").write_text(
+        "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n"
+        "  display_name: Python 3\n---\n# Broken\n\n```{code-cell} ipython3\nraise ValueError('boom')\n```\n")
+    jb = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run([str(jb), "build", str(tmp_path), "-W"], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "boom" in proc.stdout + proc.stderr

@@ -1,0 +1,172 @@
+"""The papermill runner: parameter validation (no kernel needed) and a real small run."""
+import subprocess
+import sys
+
+import jupytext
+import nbformat
+import pytest
+
+from qfail.site import runner
+
+SMALL = {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bits": "4"}
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"bitz": "4"}, "unknown parameter 'bitz' for chapter 'primer'; allowed: seed, model,"),
+    ({"bits": "7"}, "parameter bits='7' is not allowed for chapter 'primer'; expected one of 2, 3, 4, 5, 6, 8"),
+    ({"seed": "one"}, "parameter seed='one' is not allowed for chapter 'primer'; expected an integer"),
+    ({"seed": "1.5"}, "expected an integer"),
+    ({"model": "vgg"}, "expected one of 'cnn', 'mlp'"),
+    ({"bit_widths": "2,x"}, "parameter bit_widths='x' is not allowed"),
+    ({"bit_widths": ""}, "expected a non-empty list of int"),
+])
+def test_bad_parameters_fail_in_one_line(given, message):
+    with pytest.raises(runner.ParameterError) as err:
+        runner.coerce_parameters("primer", given)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_good_parameters_are_typed():
+    values = runner.coerce_parameters("primer", {"seed": "2", "bit_widths": "2,4", "model": "mlp"})
+    assert values == {"seed": 2, "bit_widths": [2, 4], "model": "mlp"}
+    assert runner.coerce_parameters("primer", {"bit_widths": "8", "bits": "8"}) == {"bit_widths": [8], "bits": 8}
+    assert runner.coerce_parameters("moon", {"eps_values": "0.03", "eps": "0.03"}) == {"eps_values": [0.03],
+                                                                                      "eps": 0.03}
+    # an opt-in list (empty by default) may be given empty; other lists may not
+    assert runner.coerce_parameters("hu", {"natural": "", "shifts": "rotate"}) == {"natural": [], "shifts": ["rotate"]}
+    with pytest.raises(runner.ParameterError, match="shifts='' .* expected a non-empty list of str"):
+        runner.coerce_parameters("hu", {"shifts": ""})
+
+
+def test_unknown_chapter():
+    with pytest.raises(runner.ParameterError, match="chapter='nope' does not exist; choose one of .*primer"):
+        runner.coerce_parameters("nope", {})
+
+
+def test_every_chapter_declares_typed_parameters():
+    for chapter in runner.chapters():
+        nb = jupytext.read(runner.NOTEBOOK_DIR / f"{chapter}.md")
+        params = runner.declared_parameters(nb)
+        assert "seed" in params or "seeds" in params, f"{chapter} has no seed parameter"
+        for p in params.values():
+            assert p.help, f"{chapter}: parameter {p.name} has no comment"
+            runner._coerce(p, p.default, chapter)  # the defaults satisfy their own annotations
+
+
+def test_cli_reports_bad_parameter_in_one_line():
+    proc = subprocess.run([sys.executable, "-m", "qfail", "run", "primer", "-p", "bits", "9"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "bits" in proc.stderr and "2, 3, 4, 5, 6, 8" in proc.stderr
+
+
+FAILING_CHAPTER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+```{code-cell} ipython3
+:tags: [parameters]
+seed: int = 0  # {≥ 0} seed
+```
+
+```{code-cell} ipython3
+raise ValueError(f"seed={seed} broke the chapter")
+```
+"""
+
+
+def test_error_inside_chapter_is_one_line_and_leaves_nothing(tmp_path):
+    (tmp_path / "nbs").mkdir()
+    (tmp_path / "nbs" / "broken.md").write_text(FAILING_CHAPTER)
+    out = tmp_path / "out"
+    with pytest.raises(runner.ChapterError, match=r"chapter 'broken' failed: ValueError: seed=3 broke the chapter$"):
+        runner.run_chapter("broken", {"seed": "3"}, out, notebook_dir=tmp_path / "nbs")
+    assert list(out.iterdir()) == []  # no half-executed notebook, no temporary folder
+
+
+def _violations(p: runner.Parameter, rule: str) -> list:
+    """Values of parameter ``p`` that break ``rule`` (and only need the other defaults)."""
+    import re
+
+    import torch
+
+    scalar = p.default[0] if isinstance(p.default, list) and p.default else p.default
+    number = isinstance(scalar, (int, float)) and not isinstance(scalar, bool)
+    m = re.fullmatch(r"(≥|>|≤|<)\s*(\S+)", rule)
+    if m:
+        bound = float(m.group(2))
+        step = 1 if isinstance(scalar, int) else 0.5
+        bad = {"≥": bound - step, ">": bound, "≤": bound + step, "<": bound}[m.group(1)]
+        bad = int(bad) if isinstance(scalar, int) else bad
+    elif rule.startswith("in "):
+        bad = 10_007 if number else "no-such-value"
+    elif rule == "unique":
+        return [[scalar, scalar]]
+    elif rule.startswith("has "):
+        return [[v for v in p.default if repr(v) != rule[4:].strip()][:1] or ["other"]]
+    elif rule.startswith("len "):
+        return [p.default[:-1]]
+    elif re.fullmatch(r"\d+n\+\d+", rule):
+        bad = int(rule.split("n+")[1]) + 1
+    elif rule == "data":
+        bad = "mnist"
+    elif rule == "device":
+        bad = "tpu" if torch.cuda.is_available() else "cuda"
+    else:
+        raise AssertionError(f"no violating value for rule {rule!r}")
+    return [[bad]] if isinstance(p.default, list) else [bad]
+
+
+def test_every_declared_constraint_rejects_a_violating_value_before_a_kernel(tmp_path, monkeypatch):
+    """Walk every chapter's parameters; each constraint, fed a value that breaks it, stops the run."""
+    monkeypatch.setenv("QFAIL_DATA", str(tmp_path))  # no torchvision files here: 'data' must fail
+    checked = 0
+    for chapter in runner.chapters():
+        declared = runner.declared_parameters(jupytext.read(runner.NOTEBOOK_DIR / f"{chapter}.md"))
+        runner.coerce_parameters(chapter, {})  # the defaults meet every constraint
+        for p in declared.values():
+            for rule in p.constraints:
+                for bad in _violations(p, rule):
+                    with pytest.raises(runner.ParameterError, match=rf"parameter {p.name}=") as err:
+                        runner.run_chapter(chapter, {p.name: bad}, tmp_path / "out")
+                    assert "\n" not in str(err.value)
+                    checked += 1
+    assert checked >= 100 and not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("chapter, given, message", [
+    ("primer", {"epochs": "0"}, "parameter epochs=0 is not allowed for chapter 'primer'; expected ≥ 1"),
+    ("moon", {"eps": "0.05"}, "expected one of 0.01, 0.03, 0.1 (the values of eps_values)"),
+    ("hu", {"setting": "w4a8"}, "parameter setting=w4a8 is not allowed for chapter 'hu'; expected one of 'int8'"),
+    ("hu", {"methods": "standard,pgd"}, "element 'pgd') is not allowed for chapter 'hu'; expected one of 'standard'"),
+    ("hu", {"methods": "qat"}, "expected a list that includes 'standard'"),
+    ("hu", {"severities": "0,6"}, "element 0) is not allowed for chapter 'hu'; expected ≥ 1"),
+    ("li", {"depth": "21"}, "expected of the form 6n+2 (2, 8, 14, ...)"),
+    ("li", {"linf_eps": "0.1,0.2"}, "expected exactly 3 values"),
+    ("li", {"fraction": "1.5"}, "expected ≤ 1"),
+    ("frank_pairs", {"models": "cnn,vgg"}, "element 'vgg') is not allowed for chapter 'frank_pairs'; expected one of"),
+    ("frank_distill", {"query_budgets": "5"}, "expected ≥ 10"),
+    ("frank_distill", {"teacher": "knn"}, "expected one of 'mlp', 'forest', 'svm'"),
+])
+def test_constraint_messages_name_the_parameter_and_the_allowed_values(chapter, given, message):
+    with pytest.raises(runner.ParameterError) as err:
+        runner.coerce_parameters(chapter, given)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_primer_runs_with_small_parameters(tmp_path):
+    path = runner.run_chapter("primer", SMALL, tmp_path)
+    nb = nbformat.read(path, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "bit_widths = [2, 4, 8]" in injected[0].source
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert list(tmp_path.glob("primer-fig*.png"))
+    assert nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]

@@ -1,0 +1,141 @@
+"""Soundness of the bounds (sampled and property-based), the falsifier and branch and bound."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from qfail import verify
+from qfail.quant import QuantConfig, int8_dynamic, quantize_model
+
+
+def _mlp(seed: int, sizes=(4, 32, 32, 2)) -> nn.Sequential:
+    torch.manual_seed(seed)
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+def _variants(net: nn.Sequential, calib: torch.Tensor) -> dict:
+    return {
+        "fp": net,
+        "static 4-bit": quantize_model(net, QuantConfig(), (4, 4), calibration=[calib]),
+        "static 2-bit per-tensor": quantize_model(net, QuantConfig(weight_granularity="per_tensor"), (2, 2),
+                                                  calibration=[calib]),
+        "dynamic 3-bit": quantize_model(net, QuantConfig(act_mode="dynamic"), (3, 3)),
+        "int8 dynamic": int8_dynamic(net),
+    }
+
+
+def _outputs(model, pts):
+    with torch.no_grad():
+        if any(type(m).__name__ == "DynamicQuantizedLinear" for m in model.modules()):
+            return torch.cat([model(p.unsqueeze(0)) for p in pts])  # per-call activation scale
+        return model(pts)
+
+
+@pytest.mark.parametrize("method", verify.BOUND_METHODS)
+def test_bounds_contain_1e5_sampled_outputs_per_box_family(method):
+    net = _mlp(0)
+    gen = torch.Generator().manual_seed(1)
+    calib = torch.randn(512, 4, generator=gen)
+    centres = torch.randn(20, 4, generator=gen)
+    radius = torch.tensor([0.02, 0.1, 0.5, 2.0]).repeat_interleave(5).unsqueeze(1)
+    lo, hi = centres - radius, centres + radius
+    for name, model in _variants(net, calib).items():
+        l, u = verify.bounds(verify.extract(model), lo, hi, method)
+        assert (l <= u).all()
+        per_box = 5000 if name != "int8 dynamic" else 200  # 20 boxes x 5000 = 1e5 points
+        pts = lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * torch.rand(len(lo), per_box, 4, generator=gen)
+        pts[:, 0], pts[:, 1] = lo, hi  # corners too
+        out = _outputs(model, pts.reshape(-1, 4)).reshape(len(lo), per_box, -1).double()
+        assert (out >= l.unsqueeze(1)).all() and (out <= u.unsqueeze(1)).all(), name
+
+
+def test_crown_is_never_looser_than_ibp_and_ibp_is_exact_for_one_layer():
+    net = _mlp(2, (4, 64, 64, 3))
+    lo = torch.randn(50, 4)
+    hi = lo + 0.3
+    prog = verify.extract(net)
+    li, ui = verify.bounds(prog, lo, hi, "ibp")
+    lc, uc = verify.bounds(prog, lo, hi, "crown")
+    assert (lc >= li).all() and (uc <= ui).all()
+    assert (uc - lc).mean() < 0.5 * (ui - li).mean()
+    single = nn.Sequential(nn.Linear(4, 3))
+    l1, u1 = verify.bounds(verify.extract(single), lo, hi, "ibp")
+    corners = torch.stack(torch.meshgrid(*[torch.tensor([0.0, 1.0])] * 4, indexing="ij"), -1).reshape(-1, 4)
+    with torch.no_grad():
+        vals = single(lo.unsqueeze(1) + corners * (hi - lo).unsqueeze(1))
+    assert torch.allclose(l1, vals.min(1).values.double(), atol=1e-5)
+    assert torch.allclose(u1, vals.max(1).values.double(), atol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), bits=st.sampled_from([2, 3, 4, 8]), width=st.floats(1e-4, 3.0),
+       mode=st.sampled_from(["static", "dynamic"]))
+def test_property_bounds_are_sound(seed, bits, width, mode):
+    gen = torch.Generator().manual_seed(seed)
+    net = _mlp(seed % 7, (3, 16, 2))
+    model = quantize_model(net, QuantConfig(act_mode=mode), (bits, bits),
+                           calibration=[torch.randn(64, 3, generator=gen)] if mode == "static" else None)
+    lo = torch.randn(4, 3, generator=gen) * 2
+    hi = lo + width * torch.rand(4, 3, generator=gen)
+    prog = verify.extract(model)
+    pts = lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * torch.rand(4, 500, 3, generator=gen)
+    out = _outputs(model, pts.reshape(-1, 3)).reshape(4, 500, -1).double()
+    for method in verify.BOUND_METHODS:
+        l, u = verify.bounds(prog, lo, hi, method)
+        assert (out >= l.unsqueeze(1)).all() and (out <= u.unsqueeze(1)).all()
+
+
+def test_program_reproduces_the_network():
+    net = _mlp(3)
+    x = torch.randn(100, 4)
+    for name, model in _variants(net, x).items():
+        if name == "int8 dynamic":
+            continue
+        with torch.no_grad():
+            assert torch.allclose(verify.extract(model)(x), model(x).double(), atol=1e-5), name
+
+
+def test_falsifier_counterexamples_are_real_disagreements():
+    net = _mlp(4)
+    q = quantize_model(net, QuantConfig(), (2, 2), calibration=[torch.randn(256, 4)])
+    lo = torch.randn(64, 4)
+    hi = lo + 1.0
+    found, cex = verify.falsify((net, verify.extract(net)), (q, verify.extract(q)), lo, hi)
+    assert found.any()
+    pts = cex[found].float()
+    assert ((pts >= lo[found]) & (pts <= hi[found])).all()
+    with torch.no_grad():
+        assert (net(pts).argmax(1) != q(pts).argmax(1)).all()  # plain forward passes
+    assert torch.isnan(cex[~found]).all()
+
+
+def test_branch_and_bound_decides_and_respects_budget():
+    net = _mlp(5)
+    q8 = quantize_model(net, QuantConfig(), (8, 8), calibration=[torch.randn(256, 4)])
+    lo, hi = verify.grid_boxes(torch.zeros(4), (0, 1), ((-2, 2), (-2, 2)), 8)
+    v = verify.verify_consistency(net, q8, lo, hi, budget=8)
+    assert set(v.status) <= {"certified", "refuted", "unknown"}
+    assert (v.boxes <= 8).all() and (v.boxes >= 1).all()
+    assert sum(v.fractions().values()) == pytest.approx(1.0)
+    assert (v.status == "certified").any()
+    refuted = torch.from_numpy(v.status == "refuted")
+    with torch.no_grad():
+        pts = v.counterexample[refuted].float()
+        assert (net(pts).argmax(1) != q8(pts).argmax(1)).all()
+    # a network is consistent with itself: every box certified, none refuted
+    same = verify.verify_consistency(net, net, lo, hi, budget=4096)
+    assert not (same.status == "refuted").any()
+
+
+def test_bad_input_is_one_line():
+    prog = verify.extract(_mlp(0))
+    with pytest.raises(ValueError, match="method='deeppoly' is not allowed; choose one of 'ibp', 'crown'"):
+        verify.bounds(prog, torch.zeros(1, 4), torch.ones(1, 4), "deeppoly")
+    with pytest.raises(ValueError, match=r"shape \(N, 4\)"):
+        verify.bounds(prog, torch.zeros(1, 3), torch.ones(1, 3))
+    with pytest.raises(ValueError, match="is not supported"):
+        verify.extract(nn.Sequential(nn.Conv2d(1, 1, 3)))

@@ -11,12 +11,13 @@ can be much slower (on a 2-core VM here a ResNet-8 training step took 1.13 s on 
 0.027 s on one), and the order of a parallel reduction, hence the last bits of a float result,
 can depend on the thread count. One thread gives every reader the same arithmetic.
 
-It also routes convolutions around oneDNN (``torch.backends.mkldnn``) by default. oneDNN picks
-its kernels by instruction set, so an AVX2 and an AVX-512 machine run different code; and on
-AVX2 (torch 2.15) its convolution backward corrupts the heap for some channel counts (a
-ResNet-8 of width 0.375 or 0.25 on 16x16 digits aborts with ``free(): invalid next size``).
-PyTorch's native convolution is slower on the larger networks (ResNet-20 x0.5: 136 against 78 ms
-per training step here) but runs the same code everywhere. ``QFAIL_ONEDNN=1`` turns oneDNN back on.
+Convolutions keep PyTorch's oneDNN kernels (``torch.backends.mkldnn``), which train the ResNets
+1.3-2.4x faster than the native ones here. Two caveats, measured on this project's AVX2 machine:
+oneDNN picks its kernels by instruction set, so the last bits of a float convolution may differ
+between an AVX2 and an AVX-512 machine (the tables round them away; the INT8 models are exact);
+and torch 2.15's oneDNN convolution backward corrupted the heap for ResNet stages of 4 or 6
+channels, which is why :mod:`qfail.models` rounds channel counts up to multiples of 8.
+``QFAIL_ONEDNN=0`` switches to the native convolutions.
 """
 from __future__ import annotations
 
@@ -61,11 +62,11 @@ def facts() -> dict[str, str]:
 
 def configure(threads: int | None = None, onednn: bool | None = None) -> dict[str, str]:
     """Set torch's CPU threads (``threads``, else ``$QFAIL_THREADS``, else 1) and whether
-    convolutions use oneDNN (``onednn``, else ``$QFAIL_ONEDNN == "1"``); return :func:`facts`."""
+    convolutions use oneDNN (``onednn``, else ``$QFAIL_ONEDNN != "0"``); return :func:`facts`."""
     if threads is None:
         threads = int(os.environ.get("QFAIL_THREADS", "1"))
     if onednn is None:
-        onednn = os.environ.get("QFAIL_ONEDNN", "0") == "1"
+        onednn = os.environ.get("QFAIL_ONEDNN", "1") != "0"
     check_range("threads", threads, 1, 1024, integer=True)
     torch.set_num_threads(threads)
     torch.backends.mkldnn.enabled = bool(onednn)

@@ -97,7 +97,9 @@ class CifarResNet(nn.Module):
             raise ValueError(f"depth={depth} is not allowed; choose 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56)")
         check_range("width", width, 0.125, 8.0)
         n = (depth - 2) // 6
-        widths = [max(1, int(round(c * width))) for c in (16, 32, 64)]
+        # channels rounded up to a multiple of 8 (MobileNet's make_divisible): torch 2.15's oneDNN
+        # convolution backward corrupted the heap on AVX2 CPUs for stages of 4 or 6 channels
+        widths = [8 * max(1, -(-round(c * width) // 8)) for c in (16, 32, 64)]
         self.stem = nn.Sequential(nn.Conv2d(input_shape[0], widths[0], 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(widths[0]), nn.ReLU())
         blocks, c_in = [], widths[0]

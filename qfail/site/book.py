@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["ROOT", "ASSETS", "NPM_ASSETS", "fetch_assets", "place_widget_fonts", "build_book", "stage_book"]
+__all__ = ["ROOT", "ASSETS", "NPM_ASSETS", "fetch_assets", "place_widget_fonts", "build_book", "build_report", "stage_book"]
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "book" / "_assets"
@@ -76,22 +76,65 @@ def fetch_assets(dest: Path = ASSETS) -> Path:
 def build_book(root: Path = ROOT, force: bool = False, strict: bool = True) -> float:
     """Build ``root`` with jupyter-book; return the wall time in seconds.
 
+    The chapters are executed first, in parallel, into the execution cache
+    (:func:`qfail.site.execute.execute_chapters`); jupyter-book then renders from the cache.
+
     ``force`` drops the execution cache first (jupyter-cache keys only on code cells, so a change
     inside qfail alone would not re-execute a chapter) and rebuilds every page (Sphinx would
     otherwise skip the chapters whose source did not change). Warnings are errors when ``strict``.
     """
+    from qfail.site.execute import execute_chapters
+
     fetch_assets(root / "book" / "_assets")
     if force:
         shutil.rmtree(root / "_build" / ".jupyter_cache", ignore_errors=True)
+    start = time.perf_counter()
+    report = root / "_build" / "build-report.json"
+    previous = json.loads(report.read_text()).get("chapters", {}) if report.exists() else {}
+    execute_chapters(root, root / "_build" / ".jupyter_cache", previous=previous)
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--keep-going"]
     if strict:
         cmd.append("-W")
     if force:
         cmd.append("--all")
-    start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=root)
     place_widget_fonts(root / "_build" / "html", root / "book" / "_assets")
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    print(build_report(root / "_build", seconds))
+    return seconds
+
+
+def build_report(build: Path, total: float) -> str:
+    """A table of the seconds each chapter took to execute, beside the previous build's.
+
+    The times are jupyter-cache's (the run that filled the cache entry a page was rendered
+    from; a chapter whose code did not change keeps its old time). The report is written to
+    ``<build>/build-report.json``, which the next build reads for the "previous" column.
+    """
+    import json
+
+    from jupyter_cache import get_cache
+
+    path = build / "build-report.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    cache_path = build / ".jupyter_cache"
+    chapters = {}
+    if cache_path.exists():
+        for record in get_cache(cache_path).list_cache_records():
+            name = Path(record.uri).stem
+            seconds = record.data.get("execution_seconds")
+            if seconds is not None and record.created.timestamp() >= chapters.get(name, (0, 0))[0]:
+                chapters[name] = (record.created.timestamp(), float(seconds))
+    report = {"build seconds": round(total, 1), "chapters": {k: round(v[1], 1) for k, v in sorted(chapters.items())}}
+    path.write_text(json.dumps(report, indent=1))
+    before = previous.get("chapters", {})
+    lines = [f"{'chapter':<16} {'seconds':>8} {'previous':>9}"]
+    for name, seconds in report["chapters"].items():
+        old = before.get(name)
+        lines.append(f"{name:<16} {seconds:>8.1f} {'' if old is None else f'{old:.1f}':>9}")
+    lines.append(f"{'executed, sum':<16} {sum(report['chapters'].values()):>8.1f}")
+    lines.append(f"{'this build':<16} {total:>8.1f} {previous.get('build seconds', ''):>9}")
+    return "\n".join(lines)
 
 
 def place_widget_fonts(html: Path, assets: Path = ASSETS) -> int:

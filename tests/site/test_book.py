@@ -37,10 +37,18 @@ SMALL = {"primer": {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bi
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def _run_all(out: Path) -> dict[str, Path]:
+    """Every chapter at its small parameters, two at a time (each kernel uses one thread)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(runner.run_chapter, name, params, out) for name, params in SMALL.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory) -> dict[str, Path]:
-    tmp = tmp_path_factory.mktemp("runs")
-    return {name: runner.run_chapter(name, params, tmp) for name, params in SMALL.items()}
+    return _run_all(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +86,10 @@ def _verdict_outputs(path: Path) -> list[str]:
 def test_two_fresh_runs_print_identical_verdict_tables(executed, tmp_path, monkeypatch):
     """Same parameters, an empty cache (every model retrained): the same verdict tables, digit for digit."""
     monkeypatch.setenv("QFAIL_CACHE", str(tmp_path / "cache"))
-    for name, params in SMALL.items():
+    again = _run_all(tmp_path / "again")
+    for name in SMALL:
         first = _verdict_outputs(executed[name])
-        again = _verdict_outputs(runner.run_chapter(name, params, tmp_path / "again"))
-        assert first and first == again, name
+        assert first and first == _verdict_outputs(again[name]), name
 
 
 def test_pages_exist_with_widget_state_and_local_scripts(site):

@@ -1,0 +1,97 @@
+"""Execute the book's chapters in parallel into Jupyter Book's execution cache.
+
+Jupyter Book 1 (MyST-NB, ``execute_notebooks: cache``) executes the chapters one after another
+while it reads them. The chapters run torch on one thread (:mod:`qfail.machine`), so on a
+machine with two cores half of it would sit idle. ``execute_chapters`` runs the chapters whose
+code is not cached yet in ``workers`` processes, longest first (by the last build's times), and
+stores each executed notebook in the same jupyter-cache that MyST-NB then reads: the build that
+follows finds every chapter cached and only renders. A chapter that fails stops the build with
+its one-line error, as MyST-NB's own execution would.
+"""
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from qfail.site.runner import ChapterError
+
+__all__ = ["toc_chapters", "execute_chapters"]
+
+
+def toc_chapters(root: Path) -> list[Path]:
+    """The notebook sources (``notebooks/*.md``) that ``_toc.yml`` lists, in its order."""
+    import yaml
+
+    files: list[str] = []
+
+    def walk(entries: list) -> None:
+        for entry in entries:
+            if "file" in entry:
+                files.append(entry["file"])
+            for key in ("parts", "chapters", "sections"):
+                walk(entry.get(key, []))
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    walk([toc])
+    return [root / f"{f}.md" for f in files if f.startswith("notebooks/") and (root / f"{f}.md").exists()]
+
+
+def _read(path: Path):  # noqa: ANN202 - an nbformat NotebookNode
+    """The notebook exactly as MyST-NB reads it, so the cache keys match."""
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    return read_myst_markdown_notebook(path.read_text(), path=path)
+
+
+def _execute(path: str, timeout: int) -> tuple[str, dict | None, float, str | None]:
+    """Worker: run one chapter; return (path, executed notebook as JSON, seconds, error line)."""
+    from jupyter_cache.executors.utils import single_nb_execution
+
+    nb = _read(Path(path))
+    result = single_nb_execution(nb, cwd=str(Path(path).parent), allow_errors=False, timeout=timeout,
+                                 meta_override=True)
+    if result.err is not None:
+        return path, None, result.time, f"{type(result.err).__name__}: {str(result.err).strip().splitlines()[-1]}"
+    return path, json.loads(json.dumps(nb)), result.time, None
+
+
+def execute_chapters(root: Path, cache_path: Path, workers: int | None = None, timeout: int = 1200,
+                     previous: dict[str, float] | None = None) -> dict[str, float]:
+    """Execute every uncached chapter of ``root`` into ``cache_path``; return seconds per chapter run.
+
+    Raises :class:`~qfail.site.runner.ChapterError` (one line, naming the chapter) if one fails.
+    """
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    cache = get_cache(cache_path)
+    todo = []
+    for path in toc_chapters(root):
+        try:
+            cache.match_cache_notebook(_read(path))
+        except KeyError:
+            todo.append(path)
+    previous = previous or {}
+    todo.sort(key=lambda p: -previous.get(p.stem, 0.0))  # longest first: the last to finish starts first
+    workers = workers or min(2, os.cpu_count() or 1)
+    done: dict[str, float] = {}
+    if not todo:
+        return done
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+        futures = [pool.submit(_execute, str(p), timeout) for p in todo]
+        for future in as_completed(futures):
+            path, executed, seconds, error = future.result()
+            if error is not None:
+                for other in futures:
+                    other.cancel()
+                raise ChapterError(f"chapter {Path(path).stem!r} failed: {error}")
+            record = cache.add_nb_to_project(path, read_data={"name": "myst_nb_md", "type": "plugin"})
+            cache.cache_notebook_bundle(CacheBundleIn(nbformat.from_dict(executed), record.uri,
+                                                      data={"execution_seconds": seconds}),
+                                        check_validity=False, overwrite=True)
+            done[Path(path).stem] = seconds
+            print(f"executed {Path(path).stem} in {seconds:.0f} s", flush=True)
+    return done

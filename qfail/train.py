@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from qfail.attack import accuracy_on, pgd
-from qfail.cache import cached
+from qfail.cache import cache_key, cached
 from qfail.checks import check_bits, check_choice, check_range
 from qfail.data import DataSplits, Split, batches
 from qfail.quant import qat_config, quantize_model
@@ -92,8 +92,9 @@ class Trained:
 
     Args:
         model: the trained module, in eval mode, on the requested device.
-        key: the configuration it is cached under (how it is built, the data, the training);
-            derived results put it into their own cache keys.
+        key: the configuration it is cached under (how it is built, the data, the training) and
+            the name of its cache entry, which also hashes the code that trained it; derived
+            results put it into their own cache keys, so they are rebuilt when either changes.
         history: the training curve (mean loss per epoch, or whatever the trainer records).
         seconds: wall time of the run that built the cache entry (not of a cache hit).
     """
@@ -231,7 +232,10 @@ def train_cached(make_model: Callable[[], nn.Module], model_key: dict, data: Dat
         return {"state": {k: v.cpu() for k, v in model.state_dict().items()}, "history": history,
                 "seconds": time.perf_counter() - start}
 
-    result = cached(kind, key, build, code=(__name__, "qfail.models", *code))
+    code = (__name__, "qfail.models", *code)
+    result = cached(kind, key, build, code=code)
     model = make_model()
     model.load_state_dict(result["state"])
-    return Trained(model.to(resolve_device(device)).eval(), key | {"kind": kind}, result["history"], result["seconds"])
+    # the entry's name hashes the config *and* the code: results derived from this model re-key when either changes
+    record = key | {"kind": kind, "entry": cache_key(kind, key, code)}
+    return Trained(model.to(resolve_device(device)).eval(), record, result["history"], result["seconds"])

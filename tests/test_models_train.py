@@ -53,7 +53,7 @@ def test_train_cached_reuses_weights(digits, monkeypatch):
     for key, value in a.model.state_dict().items():
         assert torch.equal(value, b.model.state_dict()[key])
     # the record travels with the model: the same key, the training curve and its cost
-    assert a.key == b.key and a.key["model"] == {"name": "mlp"} and a.key["train"]["epochs"] == 1
+    assert a.key == b.key and a.key["model"] == {"name": "mlp"} and a.key["train"]["epochs"] == 1 and a.key["entry"]
     assert len(a.history) == 1 and a.history == b.history and a.seconds == b.seconds > 0
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qfail.cache import cached
+from qfail.cache import cache_key, cached
 from qfail.checks import check_choice, check_range
 from qfail.data import Split
 from qfail.distill import kd_loss
@@ -169,7 +169,8 @@ def train_controller(config: RLConfig = RLConfig(), progress: Callable[[int, flo
     result = cached("cartpole-controller", asdict(config), build, code=__name__)
     net = controller_net(config.hidden, config.seed)
     net.load_state_dict(result["state"])
-    return Trained(net.eval(), {"controller": asdict(config)}, result["history"], result.get("seconds", 0.0))
+    record = {"controller": asdict(config), "entry": cache_key("cartpole-controller", asdict(config), __name__)}
+    return Trained(net.eval(), record, result["history"], result.get("seconds", 0.0))
 
 
 @dataclass
@@ -253,6 +254,7 @@ def qat_controller(source: Trained, bits: int, states: torch.Tensor, method: str
     key = {"net": source.key, "bits": bits, "states": digest, "method": method, "updates": updates, "lr": lr,
            "seed": seed, "quant": asdict(quant)}
     result = cached("cartpole-qat", key, build, code=__name__)
+    key |= {"entry": cache_key("cartpole-qat", key, __name__)}
     qm = make()
     qm.load_state_dict(result["state"])
     return Trained(qm.eval(), key, result["history"])

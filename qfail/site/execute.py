@@ -75,7 +75,9 @@ def execute_chapters(root: Path, cache_path: Path, workers: int | None = None, t
         except KeyError:
             todo.append(path)
     previous = previous or {}
-    todo.sort(key=lambda p: -previous.get(p.stem, 0.0))  # longest first: the last to finish starts first
+    # longest first, so that the last to finish started first: by the last build's times, and
+    # without them by the size of the chapter's source (a rough proxy: Li's is the largest)
+    todo.sort(key=lambda p: (previous.get(p.stem, 0.0), p.stat().st_size), reverse=True)
     workers = workers or min(2, os.cpu_count() or 1)
     done: dict[str, float] = {}
     if not todo:

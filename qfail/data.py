@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from qfail.checks import check_choice, check_range
 
-__all__ = ["data_present", "DATASETS", "SIZES", "NATURAL_SHIFTS", "Split", "DataSplits", "load_data", "load_natural_shift", "batches",
+__all__ = ["data_present", "DATASETS", "SIZES", "NATURAL_SHIFTS", "Split", "DataSplits", "load_data", "load_natural_shift", "batches", "minibatches",
            "default_data_root"]
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
@@ -29,16 +29,27 @@ SIZES = (None, 8, 16, 28, 32)
 
 @dataclass(frozen=True)
 class Split:
-    """Images (N, C, H, W) in [0, 1] and integer labels (N,)."""
+    """Images (N, C, H, W) in [0, 1], integer labels (N,) and, in a distillation set, the
+    teacher's class probabilities (N, K) that were bought with the images."""
 
     x: torch.Tensor
     y: torch.Tensor
+    teacher: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
+    def take(self, index: torch.Tensor | slice) -> "Split":
+        """The rows ``index``, the teacher's answers included."""
+        return Split(self.x[index], self.y[index], None if self.teacher is None else self.teacher[index])
+
     def subset(self, n: int) -> "Split":
-        return Split(self.x[:n], self.y[:n])
+        """The first ``n`` rows."""
+        return self.take(slice(0, n))
+
+    def to(self, device: str | torch.device) -> "Split":
+        """The same rows on ``device``."""
+        return Split(self.x.to(device), self.y.to(device), None if self.teacher is None else self.teacher.to(device))
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,7 @@ class DataSplits:
         check_range("fraction", fraction, 1e-6, 1.0)
         n = max(1, round(fraction * len(self.train)))
         keep = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))[:n]
-        train = Split(self.train.x[keep], self.train.y[keep])
+        train = self.train.take(keep)
         return DataSplits(self.name, train, self.val, self.test, self.num_classes,
                           self.fingerprint + ("train_fraction", fraction, seed))
 
@@ -205,11 +216,18 @@ def load_natural_shift(name: str, size: int | None = None, root: str | Path | No
     return split.subset(limit) if limit is not None else split
 
 
-def batches(split: Split, batch_size: int, shuffle: bool = False,
-            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches of a split; shuffled with ``generator`` so the order is seeded."""
+def minibatches(split: Split, batch_size: int, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> Iterator[Split]:
+    """Mini-batches of a split as splits (teacher answers included); shuffled with ``generator``
+    so the order is seeded."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        yield split.x[idx], split.y[idx]
+        yield split.take(order[start:start + batch_size])
+
+
+def batches(split: Split, batch_size: int, shuffle: bool = False,
+            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` of :func:`minibatches`, in the same seeded order."""
+    for batch in minibatches(split, batch_size, shuffle, generator):
+        yield batch.x, batch.y

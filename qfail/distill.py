@@ -24,7 +24,7 @@ from qfail.data import DataSplits, Split
 from qfail.train import TrainConfig, Trained, train_cached
 
 __all__ = ["kd_loss", "kd_divergence", "QueryBudgetExceeded", "BlackBox", "TEACHERS", "sklearn_teacher",
-           "transfer_inputs", "query_transfer_set", "unpack_answers",
+           "transfer_inputs", "query_transfer_set", "teacher_log_probs",
            "distill_black_box"]
 
 TEACHERS = ("mlp", "forest", "svm")
@@ -38,15 +38,15 @@ def kd_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
 
 
 def kd_loss(teacher: Callable[[torch.Tensor], torch.Tensor], temperature: float = 1.0,
-            label_weight: float = 0.0) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+            label_weight: float = 0.0) -> Callable[[nn.Module, Split], torch.Tensor]:
     """A ``fit`` loss: (1 - w) * KD(teacher) + w * CE(labels), with w = ``label_weight``."""
     check_range("temperature", temperature, 1e-3, 1e3)
     check_range("label_weight", label_weight, 0.0, 1.0)
 
-    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(model: nn.Module, batch: Split) -> torch.Tensor:
         with torch.no_grad():
-            target = teacher(x)
-        return _mixed(model(x), target, y, temperature, label_weight)
+            target = teacher(batch.x)
+        return _mixed(model(batch.x), target, batch.y, temperature, label_weight)
 
     return loss
 
@@ -132,27 +132,28 @@ def transfer_inputs(train: Split, n: int, seed: int = 0) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def unpack_answers(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(teacher log-probabilities, labels) of a ``query_transfer_set`` target ``y = [p | label]``."""
-    return y[:, :-1].clamp_min(1e-8).log(), y[:, -1].long()
+def teacher_log_probs(batch: Split) -> torch.Tensor:
+    """Log of the black box's probabilities in a ``query_transfer_set`` batch (zeros floored)."""
+    if batch.teacher is None:
+        raise ValueError("this split has no teacher answers; build it with query_transfer_set")
+    return batch.teacher.clamp_min(1e-8).log()
 
 
-def _packed_kd(temperature: float, label_weight: float):
-    """KD loss on a target that packs the teacher's probabilities and the label: y = [p | label]."""
-    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        log_p, labels = unpack_answers(y)
-        return _mixed(model(x), log_p, labels, temperature, label_weight)
+def _answers_kd(temperature: float, label_weight: float):
+    """KD loss on the black box's bought answers (``batch.teacher``) plus CE on the labels."""
+    def loss(model: nn.Module, batch: Split) -> torch.Tensor:
+        return _mixed(model(batch.x), teacher_log_probs(batch), batch.y, temperature, label_weight)
     return loss
 
 
 def query_transfer_set(teacher: BlackBox, data: DataSplits, queries: int, seed: int = 0) -> DataSplits:
     """Spend ``queries`` of the black box once, on ``transfer_inputs``; the answers become the
-    training split, packed as ``y = [probabilities | label]`` (the real label for training
-    images, the teacher's top label for jittered copies). Validation and test are kept."""
+    training split: the probabilities as ``teacher``, the labels as ``y`` (the real label for
+    training images, the teacher's top label for jittered copies). Validation and test are kept."""
     x = transfer_inputs(data.train, queries, seed)
     probs = teacher.query(x)
     labels = torch.cat([data.train.y[:queries], probs[len(data.train):].argmax(1)])[:queries]
-    return DataSplits(data.name, Split(x, torch.cat([probs, labels[:, None].float()], 1)), data.val, data.test,
+    return DataSplits(data.name, Split(x, labels, teacher=probs), data.val, data.test,
                       data.num_classes, data.fingerprint + ("black-box transfer", queries, seed))
 
 
@@ -167,6 +168,6 @@ def distill_black_box(transfer: DataSplits, make_student: Callable[[], nn.Module
     check_range("temperature", temperature, 1e-3, 1e3)
     check_range("label_weight", label_weight, 0.0, 1.0)
     return train_cached(make_student, student_key, transfer, config, device, kind="student",
-                        loss_fn=_packed_kd(temperature, label_weight),
+                        loss_fn=_answers_kd(temperature, label_weight),
                         extra_key={"teacher": teacher_key, "temperature": temperature, "label_weight": label_weight},
                         code=(__name__,))

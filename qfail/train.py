@@ -20,7 +20,7 @@ from tqdm import tqdm
 from qfail.attack import accuracy_on, pgd
 from qfail.cache import cache_key, cached
 from qfail.checks import check_bits, check_choice, check_range
-from qfail.data import DataSplits, Split, batches
+from qfail.data import DataSplits, Split, minibatches
 from qfail.quant import qat_config, quantize_model
 
 __all__ = ["TrainConfig", "TRAINING_METHODS", "seed_everything", "resolve_device", "fit", "predict_logits",
@@ -142,14 +142,15 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
     return F.cross_entropy(model(x), y)
 
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[nn.Module, Split], torch.Tensor]  # (model, mini-batch) -> loss
 
 
 def fit(model: nn.Module, train: Split, config: TrainConfig, device: str | torch.device = "cpu",
         loss_fn: LossFn | None = None, progress: bool | None = None) -> list[float]:
     """Train ``model`` in place; return the mean loss of each epoch.
 
-    ``loss_fn(model, x, y)`` replaces the recipe named by ``config.method`` (used by
+    ``loss_fn(model, batch)`` (a mini-batch :class:`~qfail.data.Split`, teacher answers
+    included) replaces the recipe named by ``config.method`` (used by
     adversarial training and distillation, which live in their own modules).
     """
     device = resolve_device(device)
@@ -164,9 +165,10 @@ def fit(model: nn.Module, train: Split, config: TrainConfig, device: str | torch
     for _ in tqdm(range(config.epochs), desc="epochs", disable=None if progress is None else not progress,
                   leave=False):
         total, count = 0.0, 0
-        for x, y in batches(train, config.batch_size, shuffle=True, generator=gen):
-            x, y = x.to(device), y.to(device)
-            loss = loss_fn(model, x, y) if loss_fn else _loss(model, x, y, config, gen)
+        for batch in minibatches(train, config.batch_size, shuffle=True, generator=gen):
+            batch = batch.to(device)
+            x, y = batch.x, batch.y
+            loss = loss_fn(model, batch) if loss_fn else _loss(model, x, y, config, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

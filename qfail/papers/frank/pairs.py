@@ -26,8 +26,8 @@ from torch import nn
 
 from qfail.cache import cached
 from qfail.checks import check_bits, check_choice, check_range
-from qfail.data import DataSplits, Split, batches
-from qfail.distill import kd_divergence, unpack_answers
+from qfail.data import DataSplits, Split, minibatches
+from qfail.distill import kd_divergence, teacher_log_probs
 from qfail.papers.frank.bit_policy import (
     BIT_CHOICES,
     BitPolicy,
@@ -102,10 +102,10 @@ def run_policy(network: QuantizedModel, step: PolicyStep, x: torch.Tensor) -> to
         network.set_sample_act_bits(None)
 
 
-def _teacher(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probabilities, top label) of the black box's packed answers: rewards follow the
-    teacher's answer, not the true label."""
-    log_p, _ = unpack_answers(y)
+def _teacher(batch: Split) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probabilities, top label) of the black box's answers: rewards follow the teacher's
+    answer, not the true label."""
+    log_p = teacher_log_probs(batch)
     return log_p, log_p.argmax(1)
 
 
@@ -114,9 +114,10 @@ def _network_epoch(pair_net: QuantizedModel, policy: BitPolicy, transfer: Split,
                    quantized_term: bool = True) -> tuple[float, float]:
     pair_net.train()
     kd_fp_sum = kd_q_sum = 0.0
-    for x, y in batches(transfer, config.batch_size, shuffle=True, generator=gen):
-        x, y = x.to(device), y.to(device)
-        log_t, _ = _teacher(y)
+    for batch in minibatches(transfer, config.batch_size, shuffle=True, generator=gen):
+        batch = batch.to(device)
+        x = batch.x
+        log_t, _ = _teacher(batch)
         with pair_net.full_precision():
             kd_fp = kd_divergence(pair_net(x), log_t, config.temperature)
         loss = kd_fp
@@ -139,9 +140,10 @@ def _policy_epoch(pair_net: QuantizedModel, policy: BitPolicy, transfer: Split, 
                   opt: torch.optim.Optimizer, baseline: float | None, gen: torch.Generator,
                   device: torch.device) -> tuple[float, float | None, float]:
     rewards, bits = [], []
-    for x, y in batches(transfer, config.batch_size, shuffle=True, generator=gen):
-        x, y = x.to(device), y.to(device)
-        _, label = _teacher(y)
+    for batch in minibatches(transfer, config.batch_size, shuffle=True, generator=gen):
+        batch = batch.to(device)
+        x = batch.x
+        _, label = _teacher(batch)
 
         def reward(widths: torch.Tensor) -> torch.Tensor:
             bits.append(widths.float().mean())
@@ -155,7 +157,7 @@ def _policy_epoch(pair_net: QuantizedModel, policy: BitPolicy, transfer: Split, 
 
 def train_pair(student: nn.Module, transfer: Split, config: PairConfig,
                device: str | torch.device = "cpu") -> Pair:
-    """Stages B and C from a distilled ``student`` on the black box's packed answers."""
+    """Stages B and C from a distilled ``student`` on the black box's answers."""
     device = resolve_device(device)
     gen = seed_everything(config.seed)
     start = time.perf_counter()

@@ -29,7 +29,7 @@ class Setup:
     data: DataSplits
     teacher: distill.BlackBox  # unbudgeted handle for evaluation (its queries are counted apart)
     teacher_accuracy: float
-    transfer: DataSplits  # the answers the budget bought, packed [p | label]
+    transfer: DataSplits  # the answers the budget bought (train.teacher: probabilities)
     student: Trained  # the distilled white box and the key it is cached under
 
 

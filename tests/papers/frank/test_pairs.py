@@ -119,3 +119,17 @@ def test_analyses_shapes(small_pairs):
     assert curves.severity.tolist() == [0, 1, 5]
     points = analyses.transitory_points(d.network, d.policy, test)
     assert len(points) == 50 and (points.flips == ((points["FP pred"] == points.label) & (points["Q pred"] != points.label))).all()
+
+
+def test_transfer_set_keeps_the_teacher_answers_beside_the_labels(digits):
+    inside = distill.sklearn_teacher(digits, "mlp", 0)
+    transfer = distill.query_transfer_set(distill.BlackBox(inside.predict_proba, budget=1500), digits, 1500)
+    train = transfer.train
+    assert train.y.dtype == torch.long and train.teacher.shape == (1500, 10)
+    assert torch.equal(train.y[:len(digits.train)], digits.train.y)  # real labels for the real images
+    assert torch.equal(train.y[len(digits.train):], train.teacher[len(digits.train):].argmax(1))
+    part = transfer.train_fraction(0.5, seed=0).train
+    batch = next(iter(qfail.data.minibatches(part, 64, shuffle=True, generator=torch.Generator().manual_seed(0))))
+    assert batch.teacher.shape == (64, 10) and torch.allclose(batch.teacher.sum(1), torch.ones(64), atol=1e-5)
+    with pytest.raises(ValueError, match="no teacher answers"):
+        distill.teacher_log_probs(digits.train)

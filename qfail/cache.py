@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["cache_dir", "cache_key", "cached", "code_closure", "code_fingerprint", "CacheCorrupt"]
+__all__ = ["cache_dir", "cache_key", "cached", "cached_entry", "code_closure", "code_fingerprint", "CacheCorrupt"]
 
 _MAGIC = b"QFAILCACHE1\n"
 _PACKAGE = Path(__file__).resolve().parent
@@ -173,7 +173,15 @@ def _write(path: Path, kind: str, key: str, config: Mapping[str, Any], value: An
 
 def cached(kind: str, config: Mapping[str, Any], build: Callable[[], Any], *, code: str | Sequence[str],
            refresh: bool = False) -> Any:
-    """Return the stored result for ``(kind, config)``, building and storing it if needed.
+    """The stored result for ``(kind, config)``; see :func:`cached_entry`."""
+    return cached_entry(kind, config, build, code=code, refresh=refresh)[0]
+
+
+def cached_entry(kind: str, config: Mapping[str, Any], build: Callable[[], Any], *, code: str | Sequence[str],
+                 refresh: bool = False) -> tuple[Any, str]:
+    """Return the stored result for ``(kind, config)``, building and storing it if needed, and
+    the entry's name (a hash of the config and the code): results derived from this one put the
+    name into their own keys, so they are rebuilt when either changes.
 
     ``code`` names the module (or modules) whose source, with everything it imports from qfail,
     computes the result; callers pass their own ``__name__`` and, where a callable from another
@@ -185,10 +193,10 @@ def cached(kind: str, config: Mapping[str, Any], build: Callable[[], Any], *, co
     path = _path(kind, key)
     if path.exists() and not refresh:
         try:
-            return _read(path, key)
+            return _read(path, key), key
         except (CacheCorrupt, OSError) as err:
             warnings.warn(f"cache entry {path.name} is corrupt ({err}); rebuilding it", stacklevel=2)
             path.unlink(missing_ok=True)
     value = build()
     _write(path, kind, key, config, value)
-    return value
+    return value, key

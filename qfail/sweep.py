@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from qfail.cache import cache_key, cached
+from qfail.cache import cached_entry
 from qfail.checks import FULL_PRECISION, check_bits, check_choice
 from qfail.data import DataSplits
 from qfail.quant import QuantConfig, fake_quantize_tensor, pwlq_quantize, qat_config, quantize_model
@@ -74,8 +74,8 @@ def quantized(source: Trained, data: DataSplits, method: str, part: str, bits: i
                 "seconds": time.perf_counter() - begin}
 
     key |= {"qat": asdict(qat)}
-    result = cached("qat", key, build, code=__name__)
-    key |= {"entry": cache_key("qat", key, __name__)}
+    result, entry = cached_entry("qat", key, build, code=__name__)
+    key |= {"entry": entry}
     qm.load_state_dict(result["state"])
     return Trained(qm.eval(), key, result.get("history", []), result["seconds"])
 

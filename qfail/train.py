@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from qfail.attack import accuracy_on, pgd
-from qfail.cache import cache_key, cached
+from qfail.cache import cached_entry
 from qfail.checks import check_bits, check_choice, check_range
 from qfail.data import DataSplits, Split, minibatches
 from qfail.quant import qat_config, quantize_model
@@ -235,9 +235,9 @@ def train_cached(make_model: Callable[[], nn.Module], model_key: dict, data: Dat
                 "seconds": time.perf_counter() - start}
 
     code = (__name__, "qfail.models", *code)
-    result = cached(kind, key, build, code=code)
+    result, entry = cached_entry(kind, key, build, code=code)
     model = make_model()
     model.load_state_dict(result["state"])
     # the entry's name hashes the config *and* the code: results derived from this model re-key when either changes
-    record = key | {"kind": kind, "entry": cache_key(kind, key, code)}
+    record = key | {"kind": kind, "entry": entry}
     return Trained(model.to(resolve_device(device)).eval(), record, result["history"], result["seconds"])

@@ -1,3 +1,4 @@
+import re
 import shutil
 import warnings
 
@@ -5,7 +6,7 @@ import pytest
 import torch
 
 from qfail import cache as cache_mod
-from qfail.cache import _path, cache_key, cached, code_closure, code_fingerprint
+from qfail.cache import _path, cache_key, cached, cached_entry, code_closure, code_fingerprint
 
 CODE = "qfail.train"  # the module a result is computed by; fingerprints its import closure
 
@@ -25,6 +26,9 @@ def test_builds_once_then_loads():
     cached("t", {"x": 2}, _build(calls), code=CODE)
     assert len(calls) == 2
     assert cache_key("t", {"x": 1}, CODE) != cache_key("t", {"x": 2}, CODE)
+    # the entry's name comes back with the value, built or loaded, and is the cache key
+    assert cached_entry("t", {"x": 1}, _build(calls), code=CODE)[1] == cache_key("t", {"x": 1}, CODE)
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
@@ -90,7 +94,8 @@ def test_editing_one_paper_retrains_no_model_of_another(tmp_path, monkeypatch):
     copy = tmp_path / "qfail"
     shutil.copytree(cache_mod._PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     callers = sorted({".".join(("qfail",) + p.relative_to(copy).with_suffix("").parts)
-                      for p in copy.rglob("*.py") if "cached(" in p.read_text() and p.name != "cache.py"})
+                      for p in copy.rglob("*.py") if re.search(r"\bcached(_entry)?\(", p.read_text())
+                      and p.name != "cache.py"})
     assert {"qfail.train", "qfail.sweep", "qfail.papers.frank.pairs", "qfail.papers.moon.controller"} <= set(callers)
 
     def prints() -> dict[str, str]:

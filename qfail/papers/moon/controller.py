@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qfail.cache import cache_key, cached
+from qfail.cache import cached_entry
 from qfail.checks import check_choice, check_range
 from qfail.data import Split
 from qfail.distill import kd_loss
@@ -166,11 +166,11 @@ def train_controller(config: RLConfig = RLConfig(), progress: Callable[[int, flo
         history = reinforce(net, config, progress)
         return {"state": net.state_dict(), "history": history}
 
-    result = cached("cartpole-controller", asdict(config), build, code=__name__)
+    result, entry = cached_entry("cartpole-controller", asdict(config), build, code=__name__)
     net = controller_net(config.hidden, config.seed)
     net.load_state_dict(result["state"])
-    record = {"controller": asdict(config), "entry": cache_key("cartpole-controller", asdict(config), __name__)}
-    return Trained(net.eval(), record, result["history"], result.get("seconds", 0.0))
+    return Trained(net.eval(), {"controller": asdict(config), "entry": entry}, result["history"],
+                   result.get("seconds", 0.0))
 
 
 @dataclass
@@ -253,8 +253,8 @@ def qat_controller(source: Trained, bits: int, states: torch.Tensor, method: str
     digest = hashlib.sha256(states.numpy().tobytes()).hexdigest()[:16]
     key = {"net": source.key, "bits": bits, "states": digest, "method": method, "updates": updates, "lr": lr,
            "seed": seed, "quant": asdict(quant)}
-    result = cached("cartpole-qat", key, build, code=__name__)
-    key |= {"entry": cache_key("cartpole-qat", key, __name__)}
+    result, entry = cached_entry("cartpole-qat", key, build, code=__name__)
+    key |= {"entry": entry}
     qm = make()
     qm.load_state_dict(result["state"])
     return Trained(qm.eval(), key, result["history"])

@@ -83,7 +83,8 @@ def build_book(root: Path = ROOT, force: bool = False, strict: bool = True) -> f
     inside qfail alone would not re-execute a chapter) and rebuilds every page (Sphinx would
     otherwise skip the chapters whose source did not change). Warnings are errors when ``strict``.
     """
-    from qfail.site.execute import execute_chapters
+    from qfail.site.execute import cached_notebooks, execute_chapters
+    from qfail.site.scorecard import write_scorecard
 
     fetch_assets(root / "book" / "_assets")
     if force:
@@ -92,6 +93,7 @@ def build_book(root: Path = ROOT, force: bool = False, strict: bool = True) -> f
     report = root / "_build" / "build-report.json"
     previous = json.loads(report.read_text()).get("chapters", {}) if report.exists() else {}
     execute_chapters(root, root / "_build" / ".jupyter_cache", previous=previous)
+    write_scorecard(cached_notebooks(root, root / "_build" / ".jupyter_cache"), root / "book" / "scorecard.md")
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--keep-going"]
     if strict:
         cmd.append("-W")
@@ -164,6 +166,8 @@ def stage_book(dest: Path, executed: dict[str, Path], root: Path = ROOT) -> Path
     """
     import yaml
 
+    from qfail.site.scorecard import write_scorecard
+
     dest = Path(dest)
     shutil.copytree(root / "book", dest / "book", ignore=shutil.ignore_patterns("_assets"))
     fetch_assets(root / "book" / "_assets")
@@ -171,6 +175,7 @@ def stage_book(dest: Path, executed: dict[str, Path], root: Path = ROOT) -> Path
     (dest / "notebooks").mkdir(exist_ok=True)
     for chapter, path in executed.items():
         shutil.copy(path, dest / "notebooks" / f"{chapter}.ipynb")
+    write_scorecard([json.loads(Path(p).read_text()) for p in executed.values()], dest / "book" / "scorecard.md")
     config = yaml.safe_load((root / "_config.yml").read_text())
     config["execute"]["execute_notebooks"] = "off"
     (dest / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))

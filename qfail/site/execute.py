@@ -17,7 +17,7 @@ from pathlib import Path
 
 from qfail.site.runner import ChapterError
 
-__all__ = ["toc_chapters", "execute_chapters"]
+__all__ = ["toc_chapters", "execute_chapters", "cached_notebooks"]
 
 
 def toc_chapters(root: Path) -> list[Path]:
@@ -97,3 +97,19 @@ def execute_chapters(root: Path, cache_path: Path, workers: int | None = None, t
             done[Path(path).stem] = seconds
             print(f"executed {Path(path).stem} in {seconds:.0f} s", flush=True)
     return done
+
+
+def cached_notebooks(root: Path, cache_path: Path) -> list[dict]:
+    """The executed chapters of ``root`` as the cache holds them, in table-of-contents order
+    (a chapter without a valid cache entry is left out)."""
+    from jupyter_cache import get_cache
+
+    cache = get_cache(cache_path)
+    notebooks = []
+    for path in toc_chapters(root):
+        try:
+            record = cache.match_cache_notebook(_read(path))
+        except KeyError:
+            continue
+        notebooks.append(json.loads(json.dumps(cache.get_cache_bundle(record.pk).nb)))
+    return notebooks

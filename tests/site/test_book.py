@@ -63,7 +63,8 @@ def site(tmp_path_factory, executed) -> Path:
 
 
 # wall times differ from run to run; everything else in a verdict table must not
-_WALL_TIME = [(re.compile(r"wall time x[\d.]+"), "wall time x…"), (re.compile(r"at \d+% of its QAT time"), "at …% of its QAT time")]
+_WALL_TIME = [(re.compile(r"wall time x[\d.]+"), "wall time x…"),
+              (re.compile(r"at \d+ % of its QAT time"), "at … % of its QAT time")]
 
 
 def _verdict_outputs(path: Path) -> list[str]:
@@ -74,7 +75,8 @@ def _verdict_outputs(path: Path) -> list[str]:
     for cell in nbformat.read(path, as_version=4).cells:
         if cell.cell_type == "code" and "verdict" in cell.source:
             for o in cell.get("outputs", []):
-                text = o.get("data", {}).get("text/html") or o.get("data", {}).get("text/plain") or o.get("text", "")
+                data = o.get("data", {})
+                text = data.get("text/html") or data.get("text/markdown") or data.get("text/plain") or o.get("text", "")
                 text = "".join(text) if isinstance(text, list) else text
                 text = re.sub(r"T_[0-9a-f]{5}", "T_", text)  # pandas' Styler names each table at random
                 for pattern, repl in _WALL_TIME:
@@ -187,6 +189,34 @@ def _widget_page(server: str, path: str):
             assert not missing, missing  # every script, style sheet and icon font is served by the site
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+def test_scorecard_lists_every_chapters_findings_in_browser(server, executed):
+    """The scorecard page shows one row per verdict row of the chapters, each linking to its chapter."""
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    from qfail.site.scorecard import verdict_tables
+
+    expected = sum(len(t["rows"]) for p in executed.values() for t in verdict_tables(json.loads(p.read_text())))
+    works = {t["work"] for p in executed.values() for t in verdict_tables(json.loads(p.read_text()))}
+    assert works == {"Moon", "Hu et al.", "Li et al.", "Frank & Ardis"}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(f"{server}/book/scorecard.html", wait_until="load")
+        rows = page.locator("table tbody tr")
+        assert rows.count() == expected
+        text = page.inner_text("table")
+        assert all(w in text for w in works) and "[" in text  # intervals
+        links = page.locator("table tbody tr a")
+        href = links.first.get_attribute("href")
+        assert links.count() == expected and "notebooks/" in href and "#" in href
+        page.goto(f"{server}/book/intro.html", wait_until="load")
+        assert page.locator("a[href*='scorecard']").count() >= 1  # linked from the introduction
+        browser.close()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")

@@ -37,7 +37,7 @@ from qfail.quant import QuantConfig, int8_static, quantize_model
 from qfail.shift import SHIFTS, shift
 from qfail.train import TrainConfig, Trained, fit, predict_logits, resolve_device
 
-__all__ = ["SETTINGS", "SETTING_LABELS", "check_setting", "deploy", "deployed_logits", "EvalSet", "evaluation_sets", "Predictions",
+__all__ = ["SETTINGS", "SETTING_LABELS", "check_setting", "deploy", "deployed_logits", "EvalSet", "evaluation_sets", "Predictions", "margin_advantage",
            "predict_sets", "rate_table", "natural_rates", "summary_table", "score_table", "retrain_with_disagreements"]
 
 SETTINGS = ("int8", "dynamic", "w8", "fp16")
@@ -251,6 +251,42 @@ def score_table(predictions: dict[str, Predictions], setting: str, source: str =
             rows.append({"method": method, "score": name, "disagreements": int(is_dis.sum()),
                          **separation(values, is_dis, seed)})
     return pd.DataFrame(rows)
+
+
+def margin_advantage(predictions: dict[str, Predictions], setting: str, seed: int = 0,
+                     resamples: int = 200) -> pd.DataFrame:
+    """Per training method: AUROC (over every input) of Margin minus the best other score, with a
+    95 % bootstrap interval over the inputs (resampled jointly, so the scores stay paired).
+
+    The scores come from the original model's softmax, pooled over every evaluation set, as in
+    :func:`score_table`. Ranks are computed once; each resample's AUROC is the Mann-Whitney
+    statistic of the resampled ranks' positives, which keeps 4 x ``resamples`` AUROCs cheap.
+    """
+    import numpy as np
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for method, p in predictions.items():
+        pos = p.disagrees(setting).flatten().numpy()
+        scores = uncertainty_scores(p.fp_probs.flatten(0, 1))
+        names = [n for n in scores if n != "Margin"]
+        draws = [np.arange(len(pos))] + [rng.integers(0, len(pos), len(pos)) for _ in range(resamples)]
+        gaps = []
+        for idx in draws:
+            y = pos[idx]
+            n_pos, n_neg = int(y.sum()), int((~y).sum())
+            if n_pos == 0 or n_neg == 0:
+                gaps.append(float("nan"))
+                continue
+            auc = {n: (rankdata(v[idx])[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg) for n, v in scores.items()}
+            gaps.append(auc["Margin"] - max(auc[n] for n in names))
+        point, rest = gaps[0], np.array(gaps[1:])
+        rest = rest[np.isfinite(rest)]
+        low, high = (np.quantile(rest, [0.025, 0.975]) if len(rest) else (float("nan"), float("nan")))
+        rows.append({"method": method, "disagreements": int(pos.sum()), "inputs": len(pos),
+                     "Margin minus best other": point, "low": float(low), "high": float(high)})
+    return pd.DataFrame(rows).set_index("method")
 
 
 def _fine_tune(model: nn.Module, train: Split, config: TrainConfig, device: torch.device) -> nn.Module:

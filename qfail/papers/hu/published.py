@@ -119,7 +119,8 @@ def hu_retraining() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def hu_shift_summary(dataset: str = "MNIST") -> pd.DataFrame:
-    """Per training method, model and setting: clean and mean/max shifted disagreements per 1,000.
+    """Per training method, model and setting: clean and mean/max shifted disagreements per 1,000,
+    and the counts behind them (clean out of 10,000; shifted pooled over the shifted sets).
 
     The clean column is the "ori" test set; MNIST's "identity" corruption (the clean set again)
     is left out of the shifted ones.
@@ -134,5 +135,7 @@ def hu_shift_summary(dataset: str = "MNIST") -> pd.DataFrame:
         shifted = g[~g["shift"].isin(["ori", "identity"])]["value"]
         clean = g.loc[g["shift"] == "ori", "value"].iloc[0]
         rows.append({"training": training, "model": model, "setting": setting, "clean per 1k": clean * scale,
-                     "shifted per 1k": shifted.mean() * scale, "max shifted per 1k": shifted.max() * scale})
+                     "shifted per 1k": shifted.mean() * scale, "max shifted per 1k": shifted.max() * scale,
+                     "clean count": int(clean), "shifted count": int(shifted.sum()),
+                     "shifted inputs": 10_000 * len(shifted)})
     return pd.DataFrame(rows)

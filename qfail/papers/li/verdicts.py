@@ -1,19 +1,31 @@
-"""Li et al.'s findings as verdict rows, computed from the chapter's matrix.
+"""Li et al.'s findings as verdict rows (:mod:`qfail.verdict`), computed from the chapter's matrix.
 
 The source's tables are not public, so each row tests the direction of a finding on matched
-cells under the headline attack, scored by the strongest of its three attackers (``worst``).
-Cells whose clean accuracy falls more than ``USABLE_DROP`` points below their float model are
-left out of findings 1 and 2: a model that no longer classifies is not "robust".
+cells, scored by the strongest attacker of each cell (``worst``). Cells whose clean accuracy
+falls more than ``USABLE_DROP`` points below their float model are left out of every finding: a
+model that no longer classifies is not "robust".
+
+Intervals: one seed (a second is out of the chapter's time budget), so the interval is over the
+attacked inputs: each cell's accuracy has a binomial standard error on ``inputs`` inputs, and
+the mean over matched cells takes the mean of their errors, as if the cells (which share their
+inputs) were perfectly correlated, which can only widen it.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["USABLE_DROP", "paired", "verdict_table"]
+from qfail.verdict import Estimate, Rule, decided_count, finding
+
+__all__ = ["USABLE_DROP", "GAINS", "HELPS_SOMEWHERE", "KEEPS_MOST", "paired", "difference", "ratio", "verdict_table"]
 
 USABLE_DROP = 10.0  # points of clean accuracy a cell may lose and still count as usable
+GAINS = Rule("the mean robust-accuracy difference over matched cells is above 0", low=0.0)
+HELPS_SOMEWHERE = Rule("the robust initialisation's gain is above 0 in at least one regime", low=0.5)
+KEEPS_MOST = Rule("(e) keeps more than 90 % of (d)'s robust accuracy", low=90.0)
+_PAPER = "no numbers published (abstract only)"
 
 
 def paired(rows: pd.DataFrame, column: str, a: str, b: str, on: Sequence[str], value: str = "worst") -> pd.DataFrame:
@@ -23,70 +35,86 @@ def paired(rows: pd.DataFrame, column: str, a: str, b: str, on: Sequence[str], v
     return pd.concat({a: left, b: right}, axis=1).dropna()
 
 
-def _gain(pairs: pd.DataFrame) -> str:
+def _se(accuracy: np.ndarray, inputs: int) -> np.ndarray:
+    p = np.clip(accuracy / 100, 0, 1)
+    return 100 * np.sqrt(p * (1 - p) / inputs)
+
+
+def difference(pairs: pd.DataFrame, inputs: int) -> Estimate:
+    """Mean of first minus second column (points), with the conservative interval of the module doc."""
     if pairs.empty:
-        return "not computed"
-    d = pairs.iloc[:, 0] - pairs.iloc[:, 1]
-    return f"{d.mean():+.1f} points on average, higher in {(d > 0).sum()} of {len(d)} cells"
+        return Estimate(float("nan"), float("nan"), float("nan"), "no matched cells", "points")
+    a, b = pairs.iloc[:, 0].to_numpy(float), pairs.iloc[:, 1].to_numpy(float)
+    half = 1.96 * float(np.mean(np.sqrt(_se(a, inputs) ** 2 + _se(b, inputs) ** 2)))
+    mean = float(np.mean(a - b))
+    return Estimate(mean, mean - half, mean + half,
+                    f"{len(pairs)} matched cells x {inputs} attacked inputs, one seed", "points")
 
 
-def _outcome(pairs: pd.DataFrame, margin: float = 0.0) -> str:
-    if pairs.empty:
-        return "not tested"
-    return "yes" if (pairs.iloc[:, 0] - pairs.iloc[:, 1]).mean() > margin else "no"
+def ratio(pairs: pd.DataFrame, inputs: int) -> Estimate:
+    """Mean over cells of first / second column (%), delta-method interval (conservative as above)."""
+    a, b = pairs.iloc[:, 0].to_numpy(float), pairs.iloc[:, 1].to_numpy(float)
+    if pairs.empty or (b <= 0).any():
+        return Estimate(float("nan"), float("nan"), float("nan"), "no matched cells with robust accuracy", "%")
+    r = a / b
+    se = r * np.sqrt((_se(a, inputs) / np.maximum(a, 1e-9)) ** 2 + (_se(b, inputs) / b) ** 2)
+    mean, half = float(100 * r.mean()), float(100 * 1.96 * se.mean())
+    return Estimate(mean, mean - half, mean + half,
+                    f"{len(pairs)} matched cells x {inputs} attacked inputs, one seed (delta method)", "%")
 
 
-def _ratio(pairs: pd.DataFrame) -> float:
-    return float((pairs.iloc[:, 0] / pairs.iloc[:, 1]).mean())
+def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: str, fraction: float,
+                  inputs: int) -> pd.DataFrame:
+    """The four findings from ``run_matrix``'s results (with a ``worst`` column) and ``float_rows``.
 
-
-def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: str, fraction: float) -> pd.DataFrame:
-    """The four findings from ``run_matrix``'s results (with a ``worst`` column) and ``float_rows``."""
+    ``inputs`` is how many test inputs each cell was attacked on.
+    """
     fp_clean = float_rows.set_index("init")["clean"]
     usable = results[results.clean >= results.init.map(fp_clean) - USABLE_DROP]
     low = usable[usable.bits <= 4]
-    on_cells = ["pipeline", "method", "bits"]
-    acts_vs_w = paired(low, "part", "activations", "weights", on_cells, main_attack)
-    acts_vs_w_worst = paired(low, "part", "activations", "weights", on_cells, "worst")
+    cells = ["pipeline", "method", "bits"]
+    acts_vs_w = paired(low, "part", "activations", "weights", cells)
+    white = difference(paired(low, "part", "activations", "weights", cells, main_attack), inputs)
     regimes = {
         "PTQ": paired(usable[usable.stage == "PTQ"], "pipeline", "b", "a", ["method", "part", "bits"]),
-        "clean QAT": paired(results[results.stage == "clean QAT"], "pipeline", "b", "a", ["method", "part", "bits"]),
-        "adversarial QAT": paired(results[results.stage == "adversarial QAT"], "pipeline", "d", "c",
+        "clean QAT": paired(usable[usable.stage == "clean QAT"], "pipeline", "b", "a", ["method", "part", "bits"]),
+        "adversarial QAT": paired(usable[usable.stage == "adversarial QAT"], "pipeline", "d", "c",
                                   ["method", "part", "bits"]),
     }
-    qat_ac = results[results.pipeline.isin(["a", "c"]) & (results.method == "PACT QAT")]
-    adv_qat = paired(qat_ac, "pipeline", "c", "a", ["part", "bits"])
-    cost_ratio = paired(qat_ac, "pipeline", "c", "a", ["part", "bits"], "quant s")
-    de = results[results.pipeline.isin(["d", "e"])]
-    partial = paired(de, "pipeline", "e", "d", ["part", "bits"])
-    partial_cost = paired(de, "pipeline", "e", "d", ["part", "bits"], "quant s")
+    regime_gains = {name: difference(pairs, inputs) for name, pairs in regimes.items() if not pairs.empty}
+    qat_ac = usable[usable.pipeline.isin(["a", "c"]) & (usable.stage != "PTQ")]
+    adv_qat = paired(qat_ac, "pipeline", "c", "a", ["method", "part", "bits"])
+    cost = paired(results[results.stage != "PTQ"], "pipeline", "c", "a", ["method", "part", "bits"], "quant s")
+    de = usable[usable.pipeline.isin(["d", "e"])]
+    partial = paired(de, "pipeline", "e", "d", ["method", "part", "bits"])
+    partial_cost = paired(results[results.pipeline.isin(["d", "e"])], "pipeline", "e", "d",
+                          ["method", "part", "bits"], "quant s")
 
-    helps = [name for name, pairs in regimes.items()
-             if not pairs.empty and (pairs.iloc[:, 0] - pairs.iloc[:, 1]).mean() > 5]
-    white, worst = _outcome(acts_vs_w), _outcome(acts_vs_w_worst)
-    source = "source (ResNet-20, CIFAR-10)"
+    finding1 = difference(acts_vs_w, inputs)
+    per_regime = [GAINS.judge(e) for e in regime_gains.values()]
+    regimes_count = decided_count(per_regime, "regimes")
+    cost_text = (f"; QAT wall time x{float((cost.iloc[:, 0] / cost.iloc[:, 1]).mean()):.1f} (c over a)"
+                 if not cost.empty else "")
+    partial_text = (f" at {100 * float((partial_cost.iloc[:, 0] / partial_cost.iloc[:, 1]).mean()):.0f} % of its QAT time"
+                    if not partial_cost.empty else "")
     return pd.DataFrame([
-        {"finding": "1. quantizing activations gives more robustness than quantizing weights",
-         source: "activation quantization gives stronger robustness gains than weight quantization",
-         "measured here": f"activations vs weights only, usable cells at ≤ 4 bits: white-box {_gain(acts_vs_w)}; "
-                          f"strongest of white-box, transfer and surrogate {_gain(acts_vs_w_worst)}",
-         "reproduced": "not tested" if white == "not tested" else
-                       ("yes" if white == worst == "yes" else "partly (white-box only: masking)" if white == "yes" else "no")},
-        {"finding": "2. a robust initialisation helps in some regimes",
-         source: "robust initialisation helps in certain regimes",
-         "measured here": "; ".join(f"{name}: {_gain(pairs)}" for name, pairs in regimes.items()),
-         "reproduced": f"yes ({', '.join(helps)})" if helps else "no"},
-        {"finding": "3. adversarial QAT buys robustness at a large compute cost",
-         source: "adversarial training in QAT offers robustness at a large computational cost",
-         "measured here": (f"(c) vs clean QAT (a): {_gain(adv_qat)}; QAT wall time x{_ratio(cost_ratio):.1f}"
-                           if not adv_qat.empty else "not computed"),
-         "reproduced": "not tested" if adv_qat.empty else
-                       ("yes" if _outcome(adv_qat, 5) == "yes" and _ratio(cost_ratio) > 2 else "no")},
-        {"finding": "4. from a robust model, QAT on part of the data reaches a robust quantized model",
-         source: "transfer learning enables robust performance with partial data",
-         "measured here": (f"(e) on {fraction:.0%} of the data vs (d) on all: {_gain(partial)} "
-                           f"(e keeps {100 * _ratio(partial):.0f}% of (d)'s robust accuracy "
-                           f"at {100 * _ratio(partial_cost):.0f}% of its QAT time)"
-                           if not partial.empty else "not computed"),
-         "reproduced": "not tested" if partial.empty else ("yes" if _ratio(partial) >= 0.9 else "no")},
+        finding("1. quantizing activations gives more robustness than quantizing weights",
+                "activation quantization gives stronger robustness gains than weight quantization",
+                finding1, GAINS, _PAPER,
+                measured=f"activations minus weights only, usable cells at ≤ 4 bits, strongest attacker: {finding1.text()}; "
+                         f"white-box ({main_attack}) alone: {white.text()}"),
+        finding("2. a robust initialisation helps in some regimes", "robust initialisation helps in certain regimes",
+                regimes_count, HELPS_SOMEWHERE, _PAPER,
+                measured="; ".join(f"{name}: {e.text()} ({GAINS.judge(e)})" for name, e in regime_gains.items())
+                         or "no regime computed",
+                verdict=HELPS_SOMEWHERE.judge(regimes_count) if regime_gains else "inconclusive"),
+        finding("3. adversarial QAT buys robustness (compared with clean QAT from the same float model)",
+                "adversarial training in QAT offers robustness at a large computational cost",
+                difference(adv_qat, inputs), GAINS, _PAPER,
+                measured=f"(c) minus (a): {difference(adv_qat, inputs).text()}{cost_text}"),
+        finding("4. from a robust model, QAT on part of the data reaches a robust quantized model",
+                "transfer learning enables robust performance with partial data",
+                ratio(partial, inputs), KEEPS_MOST, _PAPER,
+                measured=f"(e) on {fraction:.0%} of the data over (d) on all: {ratio(partial, inputs).text()} of its "
+                         f"robust accuracy{partial_text}"),
     ])

@@ -189,6 +189,13 @@ class Rollouts:
     def std(self) -> float:
         return float(self.rewards.std())
 
+    def interval(self, seed: int = 0) -> tuple[float, float]:
+        """95 % percentile-bootstrap interval of the mean return over the episodes."""
+        from qfail.verdict import bootstrap
+
+        e = bootstrap(lambda i: self.rewards[i].mean(), len(self.rewards), "episodes", seed=seed)
+        return e.low, e.high
+
 
 @torch.inference_mode()
 def rollout(net: nn.Module, episodes: int = 20, seed: int = 0, max_steps: int = 500) -> Rollouts:
@@ -262,7 +269,8 @@ def qat_controller(source: Trained, bits: int, states: torch.Tensor, method: str
 
 def controller_table(models: dict[str, nn.Module], reference: Rollouts, episodes: int = 20, seed: int = 0,
                  timing: dict[str, bool] | None = None) -> "pd.DataFrame":
-    """One row per controller: size, latency, reward over seeded greedy episodes, and agreement.
+    """One row per controller: size, latency, reward over seeded greedy episodes (mean, std and a
+    bootstrap interval of the mean), and agreement.
 
     Agreement is the share of the reference (FP) controller's visited states on which the controller
     takes the reference's action. Sizes: serialized bytes for real modules, the ideal packed
@@ -288,6 +296,7 @@ def controller_table(models: dict[str, nn.Module], reference: Rollouts, episodes
             "latency batch 1024 (ms)": latency_ms(model, batch_1024, repeats=20) if timed else float("nan"),
             "reward mean": played.mean,
             "reward std": played.std,
+            **dict(zip(("reward low", "reward high"), played.interval(seed))),
             "agreement with FP (%)": 100 * float((acts == reference.actions).float().mean()),
         })
     return pd.DataFrame(rows).set_index("controller")

@@ -1,51 +1,76 @@
-"""Frank & Ardis verdict rows from synthetic tables: each claim can come out either way."""
+"""Frank & Ardis verdict rows from synthetic tables: each claim reproduced, not reproduced or inconclusive."""
 import pandas as pd
 import pytest
 
 from qfail.papers.frank import verdicts
 
 
-def _results(d_drops, r_drops, fp_gap=0.5, cross=(0.5, 0.5), bits=3.5):
+def _results(d_drops, r_drops, fp_gaps=(0.5, 0.4, 0.6), cross=(0.5, 0.5)):
     rows = []
-    for seed, (d, r) in enumerate(zip(d_drops, r_drops)):
-        for pair, drop, fp in [("(f_R, π_R)", r, 97.0), ("(f_D, π_D)", d, 97.0 + fp_gap),
-                               ("(f_R, π_D)", cross[1], 97.0), ("(f_D, π_R)", cross[0], 97.0 + fp_gap)]:
-            rows.append({"model": "cnn", "seed": seed, "pair": pair, "drop": drop, "FP acc": fp, "mean bits": bits})
+    for seed, (d, r, gap) in enumerate(zip(d_drops, r_drops, fp_gaps)):
+        for pair, drop, fp in [("(f_R, π_R)", r, 97.0), ("(f_D, π_D)", d, 97.0 + gap),
+                               ("(f_R, π_D)", cross[1], 97.0), ("(f_D, π_R)", cross[0], 97.0 + gap)]:
+            rows.append({"model": "cnn", "seed": seed, "pair": pair, "drop": drop, "FP acc": fp, "mean bits": 3.5})
     return pd.DataFrame(rows)
 
 
-def _search(learned=40.0, exhaustive=50.0):
-    return pd.DataFrame([{"model": "cnn", "seed": 0, "network": "f_D", "search": "learned (REINFORCE)", "worst drop": learned},
-                         {"model": "cnn", "seed": 0, "network": "f_D", "search": "exhaustive static", "worst drop": exhaustive}])
-
-
-@pytest.mark.parametrize("d_drops, outcome", [([30.0, 40.0], "yes"), ([5.0, 40.0], "partly"), ([1.0, 3.0], "no")])
+@pytest.mark.parametrize("d_drops, outcome", [((30.0, 40.0, 35.0), "reproduced"), ((1.0, 3.0, 2.0), "not reproduced"),
+                                              ((5.0, 40.0, 20.0), "inconclusive")])
 def test_detrimental_drop_claim(d_drops, outcome):
-    table = verdicts.pairs_verdicts(_results(d_drops, [0.1, 0.2]), _search(), budget=4.0).set_index("claim")
-    assert table.loc["detrimental pairs lose 10-65 points when quantized", "reproduced"] == outcome
+    table = verdicts.pairs_verdicts(_results(d_drops, (0.1, 0.2, 0.1)))
+    assert table["verdict"].iloc[0] == outcome
+    assert table["the paper, by this rule"].iloc[0].startswith("holds (ResNet-18: 24.39")
 
 
-def test_robust_fp_gap_budget_and_where_the_failure_lives():
-    table = verdicts.pairs_verdicts(_results([30, 40], [3.0, 0.1], fp_gap=5.0, cross=(20.0, 1.0), bits=4.5),
-                                    _search(), budget=4.0).set_index("claim")
-    assert table.loc["robust pairs lose less than 2 points", "reproduced"] == "partly"  # mean 1.55, max 3
-    assert table.loc["both pairs are about as accurate in full precision", "reproduced"] == "no"
-    assert table.loc["the budget holds", "reproduced"] == "no"
-    assert "in the network" in table.loc["where the failure lives (not in the source)", "measured here"]
-    assert "80%" in table.loc["the learned policy as a worst-case search (not in the source)", "measured here"]
+@pytest.mark.parametrize("r_drops, gaps, outcome", [((0.1, 0.2, 0.1), (0.5, 0.4, 0.6), "reproduced"),
+                                                    ((5.0, 6.0, 5.5), (5.0, 6.0, 5.5), "not reproduced"),
+                                                    ((0.1, 3.0, 1.0), (0.1, 3.0, 1.0), "inconclusive")])
+def test_robust_drop_and_float_gap(r_drops, gaps, outcome):
+    table = verdicts.pairs_verdicts(_results((30.0, 40.0, 35.0), r_drops, gaps))
+    assert list(table["verdict"].iloc[1:]) == [outcome, outcome]
 
 
-def test_analyses_outcomes():
-    layers = ["a", "b"]
-    only = pd.DataFrame({"detrimental": [1.0, 30.0], "robust": [0.1, 0.2]}, index=layers)
-    deviation = pd.DataFrame({"detrimental": [0.3, 0.4], "robust": [0.1, 0.1]}, index=layers)
-    growth = pd.DataFrame([[40.0, 20.0], [0.5, 0.6]], index=["detrimental", "robust"], columns=[1, 5])
-    transitory = pd.DataFrame({"transitory points": [10, 0], "median FP margin, transitory": [0.2, float("nan")],
-                               "median FP margin, others": [0.9, 0.9], "AUROC of 1 - margin for flips": [0.8, float("nan")],
-                               "distinct width assignments": [1, 1]}, index=["detrimental", "robust"])
-    table = verdicts.analyses_verdicts(only, deviation, growth, transitory, layers, 100).set_index("analysis")
-    assert table.iloc[0]["outcome"].startswith("largest in b")
-    assert table.iloc[1]["outcome"] == "yes"
-    assert table.iloc[2]["outcome"] == "no: the detrimental gap does not grow"
-    assert table.iloc[3]["outcome"] == "yes"
-    assert table.iloc[4]["outcome"] == "no: one static assignment"
+def test_where_the_failure_lives():
+    beyond = verdicts.pairs_beyond(_results((30.0, 40.0, 35.0), (0.1, 0.2, 0.1), cross=(20.0, 1.0)),
+                                   pd.DataFrame([{"model": "cnn", "seed": 0, "network": "f_D", "search": s, "worst drop": w}
+                                                 for s, w in (("learned (REINFORCE)", 40.0), ("exhaustive static", 50.0))]))
+    assert "in the network" in beyond.iloc[0, 1] and "80 %" in beyond.iloc[1, 1]
+
+
+def _analyses(top=30.0, d_growth=20.0, auc=0.8, inputs=400, dev=(0.3, 0.4)):
+    layers = pd.DataFrame([{"pair": pair, "protocol": protocol, "layer": name, "position": i + 1, "Q acc": 97.0 - drop,
+                            "drop": drop}
+                           for pair, drops, every in (("detrimental", (1.0, top), 40.0), ("robust", (0.1, 0.2), 0.3))
+                           for protocol, values in (("only", drops), ("up to", (drops[0], every)))
+                           for i, (name, drop) in enumerate(zip("ab", values))])
+    deviation = pd.DataFrame({"detrimental": list(dev), "robust": [0.35, 0.35]}, index=list("ab"))
+    curves = pd.DataFrame([{"pair": pair, "corruption": "noise", "severity": s, "FP acc": 95.0, "Q acc": 95.0 - gap}
+                           for pair, gaps in (("detrimental", (5.0, 5.0 + d_growth)), ("robust", (0.5, 0.6)))
+                           for s, gap in zip((1, 5), gaps)])
+    flips = 20
+    transitory = pd.DataFrame({"transitory points": [flips, 0], "median FP margin, transitory": [0.2, float("nan")],
+                               "median FP margin, others": [0.9, 0.9], "AUROC of 1 - margin for flips": [auc, float("nan")]},
+                              index=["detrimental", "robust"])
+    return verdicts.analyses_verdicts(layers, deviation, curves, transitory, inputs)["verdict"].tolist()
+
+
+def test_analyses_reproduced():
+    assert _analyses(dev=(0.5, 0.6)) == ["reproduced"] * 4
+
+
+def test_analyses_not_reproduced():
+    assert _analyses(top=5.0, d_growth=-20.0, auc=0.2, dev=(0.1, 0.2)) == ["not reproduced"] * 4
+
+
+def test_analyses_inconclusive():
+    assert [v for i, v in enumerate(_analyses(top=20.0, d_growth=1.0, auc=0.55, inputs=100)) if i != 1] == \
+        ["inconclusive"] * 3
+
+
+def test_distill_handoff():
+    curve = pd.DataFrame([{"student": "KD on the answers", "queries": 2000, "teacher accuracy (%)": 97.0,
+                           "accuracy (%)": acc, "agreement with teacher (%)": 97.0} for acc in (96.8,)])
+    assert verdicts.distill_handoff(curve, "mlp", "cnn", 5000)["verdict"].iloc[0] == "reproduced"
+    assert verdicts.distill_handoff(curve.assign(**{"accuracy (%)": 80.0}), "mlp", "cnn", 5000)["verdict"].iloc[0] == \
+        "not reproduced"
+    assert verdicts.distill_handoff(curve, "mlp", "cnn", 100)["verdict"].iloc[0] == "inconclusive"

@@ -1,29 +1,64 @@
-"""Hu et al. verdict rows from synthetic tables, beside the paper's own numbers."""
+"""Hu et al. verdict rows from synthetic tables, each finding three ways, beside the paper's own numbers."""
 import pandas as pd
+import pytest
 
 from qfail.papers.hu import verdicts
 
 SETTINGS = ["int8", "dynamic"]
+METHODS = ["standard", "qat"]
 
 
-def _tables(id_high=5.0, shifted_low=20.0, winner="qat", margin=0.9, after=80):
-    standard = pd.DataFrame({"ID per 1k": [2.0, 1.0], "ID high": [id_high, id_high], "shifted per 1k": [30.0, 25.0],
-                             "shifted low": [shifted_low, shifted_low]}, index=SETTINGS)
-    winners = pd.Series({s: winner for s in SETTINGS})
-    auroc = pd.DataFrame({"Entropy": [0.7, 0.7], "Gini": [0.7, 0.7], "LC": [0.7, 0.7], "Margin": [margin, margin]},
-                         index=["standard", "qat"])
-    retrain = pd.DataFrame([{"fine-tuned": arm, "setting": "int8", "before": 100, "after": after, "old (persist)": 60,
-                             "new": after - 60} for arm in ("with the disagreements", "with random shifted inputs",
-                                                            "with no added input")])
-    return standard, winners, auroc, retrain
+def _summary(id_iv=(1.0, 5.0), shifted_iv=(20.0, 40.0), qat_iv=(1.0, 3.0)):
+    rows = []
+    for m in METHODS:
+        for s in SETTINGS:
+            lo, hi = qat_iv if m == "qat" else shifted_iv
+            rows.append({"method": m, "setting": s, "ID per 1k": sum(id_iv) / 2, "ID low": id_iv[0], "ID high": id_iv[1],
+                         "shifted per 1k": (lo + hi) / 2, "shifted low": lo, "shifted high": hi})
+    return pd.DataFrame(rows)
 
 
-def test_every_finding_reproduced():
-    table = verdicts.verdict_table(*_tables(), "int8", SETTINGS)
-    assert list(table["reproduced"]) == ["yes", "yes", "yes", "yes"]
-    assert "LeNet1 static INT8: 1.4 clean" in table["paper (MNIST, standard)"].iloc[0]  # the paper's own file
+def _advantage(iv=(0.01, 0.05)):
+    return pd.DataFrame({"Margin minus best other": [sum(iv) / 2] * 2, "low": [iv[0]] * 2, "high": [iv[1]] * 2},
+                        index=pd.Index(METHODS, name="method"))
+
+
+def _retrain(old=10, new=60):
+    return pd.DataFrame([{"fine-tuned": arm, "setting": "int8", "before": 100, "after": old + new, "old (persist)": old,
+                          "new": new} for arm in ("with the disagreements", "with random shifted inputs",
+                                                  "with no added input")])
+
+
+def _verdicts(summary=None, advantage=None, retrain=None):
+    table = verdicts.verdict_table(_summary() if summary is None else summary,
+                                   _advantage() if advantage is None else advantage,
+                                   _retrain() if retrain is None else retrain, "int8", SETTINGS)
+    return table
+
+
+def test_every_finding_reproduced_and_the_paper_passes_its_rules():
+    table = _verdicts()
+    assert list(table["verdict"]) == ["reproduced"] * 4
+    assert all(v.startswith(("reproduced", "LeNet1 reproduced")) for v in table["the paper, by this rule"])
+    assert "LeNet1 static INT8: 1.4 clean" in table["the paper reports"].iloc[0]  # the paper's own file
 
 
 def test_every_finding_not_reproduced():
-    table = verdicts.verdict_table(*_tables(id_high=50.0, winner="standard", margin=0.5, after=20), "int8", SETTINGS)
-    assert list(table["reproduced"]) == ["no", "no", "no", "no"]
+    table = _verdicts(_summary(id_iv=(50.0, 60.0), shifted_iv=(1.0, 2.0), qat_iv=(20.0, 30.0)),
+                      _advantage((-0.05, -0.01)), _retrain(old=60, new=10))
+    assert list(table["verdict"]) == ["not reproduced"] * 4
+
+
+def test_every_finding_inconclusive():
+    table = _verdicts(_summary(id_iv=(1.0, 25.0), shifted_iv=(20.0, 40.0), qat_iv=(15.0, 30.0)),
+                      _advantage((-0.01, 0.02)), _retrain(old=9, new=11))
+    assert list(table["verdict"]) == ["inconclusive"] * 4
+
+
+@pytest.mark.parametrize("cells, outcome", [(["reproduced", "not reproduced"], "reproduced"),
+                                            (["not reproduced", "not reproduced", "reproduced"], "not reproduced"),
+                                            (["inconclusive", "inconclusive", "not reproduced"], "inconclusive")])
+def test_at_least_half_of_the_cells(cells, outcome):
+    from qfail.verdict import decided_count
+
+    assert verdicts.majority(len(cells), "cells").judge(decided_count(cells, "cells")) == outcome

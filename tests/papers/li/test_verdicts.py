@@ -1,9 +1,11 @@
-"""Li et al. verdict rows from a synthetic matrix: each finding can come out either way."""
+"""Li et al. verdict rows from a synthetic matrix: each finding reproduced, not reproduced or inconclusive."""
 import pandas as pd
+import pytest
 
 from qfail.papers.li import verdicts
 
 ATTACK = "PGD-linf 0.1"
+FLOAT = pd.DataFrame({"init": ["standard", "adversarial"], "clean": [99.0, 99.0]})
 
 
 def _matrix(acts=60.0, weights=20.0, robust_gain=30.0, partial=0.95, adv_gain=10.0):
@@ -11,8 +13,7 @@ def _matrix(acts=60.0, weights=20.0, robust_gain=30.0, partial=0.95, adv_gain=10
     for pipeline, init, stage in [("a", "standard", "clean QAT"), ("b", "adversarial", "clean QAT"),
                                   ("c", "standard", "adversarial QAT"), ("d", "adversarial", "adversarial QAT"),
                                   ("e", "adversarial", "adversarial QAT")]:
-        base = {"a": 0.0, "b": robust_gain, "c": adv_gain, "d": adv_gain + robust_gain,
-                "e": partial * (adv_gain + robust_gain)}[pipeline]
+        base = {"a": 0.0, "b": robust_gain, "c": adv_gain, "d": adv_gain + robust_gain}.get(pipeline)
         for part, value in [("activations", acts), ("weights", weights)]:
             robust = partial * (adv_gain + robust_gain + value) if pipeline == "e" else base + value
             rows.append({"pipeline": pipeline, "init": init, "stage": stage, "method": "PACT QAT", "part": part,
@@ -21,20 +22,27 @@ def _matrix(acts=60.0, weights=20.0, robust_gain=30.0, partial=0.95, adv_gain=10
     return pd.DataFrame(rows)
 
 
-FLOAT = pd.DataFrame({"init": ["standard", "adversarial"], "clean": [99.0, 99.0]})
+def _verdicts(matrix, inputs=2000):
+    return verdicts.verdict_table(matrix, FLOAT, ATTACK, 0.25, inputs)["verdict"].tolist()
 
 
 def test_findings_reproduce_on_a_matrix_that_shows_them():
-    table = verdicts.verdict_table(_matrix(), FLOAT, ATTACK, 0.25)
-    assert list(table["reproduced"]) == ["yes", "yes (clean QAT, adversarial QAT)", "yes", "yes"]
+    assert _verdicts(_matrix()) == ["reproduced"] * 4
 
 
 def test_findings_fail_on_a_matrix_that_contradicts_them():
-    table = verdicts.verdict_table(_matrix(acts=10.0, weights=50.0, robust_gain=0.0, partial=0.5, adv_gain=0.0), FLOAT, ATTACK, 0.25)
-    assert list(table["reproduced"]) == ["no", "no", "no", "no"]
+    assert _verdicts(_matrix(acts=20.0, weights=50.0, robust_gain=-5.0, partial=0.5, adv_gain=-5.0)) == \
+        ["not reproduced"] * 4
 
 
-def test_unusable_cells_are_left_out_of_finding_one():
+def test_small_samples_are_inconclusive():
+    assert _verdicts(_matrix(acts=42.0, weights=40.0, robust_gain=2.0, partial=0.9, adv_gain=2.0), inputs=50) == \
+        ["inconclusive"] * 4
+
+
+@pytest.mark.parametrize("column", ["clean"])
+def test_unusable_cells_are_left_out(column):
     matrix = _matrix()
-    matrix.loc[matrix.part == "activations", "clean"] = 50.0  # no longer classifies
-    assert verdicts.verdict_table(matrix, FLOAT, ATTACK, 0.25)["reproduced"].iloc[0] == "not tested"
+    matrix.loc[matrix.part == "activations", column] = 50.0  # no longer classifies
+    table = verdicts.verdict_table(matrix, FLOAT, ATTACK, 0.25, 2000)
+    assert table["verdict"].iloc[0] == "inconclusive" and "no matched cells" in table["interval from"].iloc[0]

@@ -1,27 +1,43 @@
-"""Moon verdict rows from synthetic tables: the INN row is computed, not typed."""
+"""Moon verdict rows from synthetic tables: every row can come out reproduced, not reproduced or inconclusive."""
 import pandas as pd
 import pytest
 
 from qfail.papers.moon import verdicts
 
 
-def _tables(int8_reward=500.0, agreement=100.0, sound_passes=100.0):
-    table = pd.DataFrame({"reward mean": [500.0, int8_reward, 500.0, 480.0], "agreement with FP (%)": [100.0, agreement, 99.0, 97.0]},
-                         index=["FP32", "dynamic INT8", "QAT 8-bit", "QAT 2-bit"])
+def _tables(int8=(500.0, 500.0, 500.0), agreement=100.0, sound_passes=100.0, published_passes=2.0):
+    table = pd.DataFrame({"reward mean": [500.0, int8[0], 500.0], "reward low": [500.0, int8[1], 500.0],
+                          "reward high": [500.0, int8[2], 500.0], "agreement with FP (%)": [100.0, agreement, 99.0]},
+                         index=["FP32", "dynamic INT8", "QAT 8-bit"])
     inn = pd.DataFrame({"variant": list("abcd"), "inputs": [1000] * 4, "inverted": [10.0] * 4,
-                        "passes": [2.0, 50.0, 80.0, sound_passes]})
+                        "passes": [published_passes, 50.0, 80.0, sound_passes]})
     sweep = pd.DataFrame([{"model": "dynamic INT8", "eps": 0.01, "certified (%)": 90.0, "refuted (%)": 5.0,
                            "unknown (%)": 5.0}])
     return table, inn, sweep
 
 
-@pytest.mark.parametrize("sound_passes, holds", [(100.0, False), (93.0, True)])
-def test_inn_row_follows_the_sound_check(sound_passes, holds):
-    rows = verdicts.verdict_table(*_tables(sound_passes=sound_passes), [8, 2], [0.01, 0.03], 20)
-    assert bool(rows["holds"].iloc[2]) is holds
-    assert ("artifact" in rows["measured here"].iloc[2]) is (not holds)
+def _rows(**kw):
+    return verdicts.verdict_table(*_tables(**kw), [8, 2], [0.01], 20, 2000)["verdict"].tolist()
 
 
-def test_reward_and_agreement_rows_can_fail():
-    rows = verdicts.verdict_table(*_tables(int8_reward=300.0, agreement=97.5), [8, 2], [0.01], 20)
-    assert list(rows["holds"]) == [False, True, False, False]
+@pytest.mark.parametrize("int8, outcome", [((500, 500, 500), "reproduced"), ((300, 250, 350), "not reproduced"),
+                                           ((470, 400, 500), "inconclusive")])
+def test_reward_row(int8, outcome):
+    assert _rows(int8=int8)[0] == outcome
+
+
+@pytest.mark.parametrize("sound_passes, outcome", [(100.0, "not reproduced"), (90.0, "reproduced"),
+                                                   (99.0, "inconclusive")])
+def test_inn_row_follows_the_sound_check(sound_passes, outcome):
+    assert _rows(sound_passes=sound_passes)[2] == outcome
+
+
+def test_paper_judged_by_the_same_rule():
+    table = verdicts.verdict_table(*_tables(), [8, 2], [0.01], 20, 2000)
+    assert table["the paper, by this rule"].iloc[0].startswith("holds")
+    assert table["the paper, by this rule"].iloc[2].startswith("holds (rerun as published: fails on 98 %")
+
+
+@pytest.mark.parametrize("agreement, outcome", [(100.0, "reproduced"), (90.0, "not reproduced"), (99.1, "inconclusive")])
+def test_agreement_row(agreement, outcome):
+    assert _rows(agreement=agreement)[3] == outcome

@@ -1,0 +1,59 @@
+"""The verdict rules: an interval decides, straddling is inconclusive, and claims over cells combine."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from qfail import verdict
+from qfail.site import scorecard
+from qfail.verdict import Estimate, Rule
+
+
+@pytest.mark.parametrize("low, high, outcome", [(11, 20, "reproduced"), (2, 9, "not reproduced"), (5, 15, "inconclusive"),
+                                                (10, 12, "inconclusive")])
+def test_rule_judges_by_where_the_interval_lies(low, high, outcome):
+    assert Rule("above 10", low=10).judge(Estimate((low + high) / 2, low, high, "test")) == outcome
+
+
+def test_band_rule_and_point_values():
+    band = Rule("within 2", low=-2, high=2)
+    assert band.judge(Estimate(0.1, -1, 1, "t")) == "reproduced"
+    assert band.judge(Estimate(5, 3, 7, "t")) == "not reproduced"
+    assert band.judge(Estimate(1.5, 0, 3, "t")) == "inconclusive"
+    assert band.judge_number(0.22).startswith("holds") and band.judge_number(3).startswith("fails")
+
+
+def test_intervals():
+    t = verdict.t_interval([1.0, 2.0, 3.0])
+    assert t.low < 2 < t.high and t.value == 2 and "3 seeds" in t.basis
+    assert math.isinf(verdict.t_interval([4.0]).high)  # one replicate has no interval
+    w = verdict.wilson(0, 1000)
+    assert w.low == 0 and 0 < w.high < 0.5
+    values = np.array([0.0, 1.0, 1.0, 1.0])
+    b = verdict.bootstrap(lambda i: values[i].mean(), 4, "units")
+    assert b.low <= 0.75 <= b.high
+    with pytest.raises(ValueError, match="inverted"):
+        Estimate(1, 2, 0, "t")
+
+
+def test_counts_over_cells():
+    est = verdict.decided_count(["reproduced", "inconclusive", "not reproduced", "reproduced"], "cells")
+    assert (est.low, est.high) == (2, 3)
+    assert verdict.combine(["reproduced", "not reproduced"]) == "partly"
+    assert verdict.combine(["reproduced", "inconclusive"]) == "inconclusive"
+    assert verdict.combine(["not reproduced"] * 2) == "not reproduced"
+
+
+def test_rows_are_checked_and_reach_the_scorecard():
+    rows = pd.DataFrame([verdict.finding("a claim", "1.0", Estimate(2, 1.5, 2.5, "t"), Rule("above 1", low=1), "holds")])
+    assert rows.verdict.iloc[0] == "reproduced"
+    with pytest.raises(ValueError, match="verdict='yes' is not allowed"):
+        verdict.finding("a claim", "1", None, "typed", "—", verdict="yes")
+    shown = verdict.show(rows, "Work", "Chapter", "work-verdicts")
+    bundle = shown._repr_mimebundle_()
+    assert "reproduced" in bundle["text/html"]
+    notebook = {"cells": [{"cell_type": "code", "outputs": [{"output_type": "display_data", "data": bundle}]}]}
+    page = scorecard.scorecard_markdown(scorecard.verdict_tables(notebook))
+    assert "| Work | a claim |" in page and "{ref}`Chapter <work-verdicts>`" in page and "1 reproduced" in page
+    assert "Of 1 findings: 1 reproduced." in verdict.summary(rows).data

@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[book,test]"
+	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1  # pins an old requests it never imports
 	touch $(STAMP)
 
 book: $(STAMP)
@@ -24,7 +25,6 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
 	$(PY) benchmarks/run_all.py
 	$(PY) benchmarks/verify_bench.py
 	$(PY) benchmarks/attack_bench.py

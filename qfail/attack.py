@@ -10,6 +10,10 @@ straight-through estimator: a white-box attack on a quantized model is an attack
 surrogate. A weak white-box result can therefore be gradient masking by the rounding rather
 than robustness; ``transfer`` crafts the examples on another model (usually the FP one) and
 only *evaluates* the target, which tells the two apart (Athalye et al., 2018).
+
+``autoattack`` runs AutoAttack's parameter-free attacks (Croce & Hein, 2020) from torchattacks:
+APGD-CE, then APGD-T and the gradient-free Square attack on the inputs that survived. Square
+needs no gradient at all, so it is blind to whatever the STE does to the gradient.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from torch import nn
 from qfail.checks import check_choice, check_range
 
 __all__ = ["NORMS", "ATTACKS", "fgsm", "pgd", "attack", "transfer", "adversarial_examples", "accuracy_on",
-           "robust_accuracy"]
+           "robust_accuracy", "autoattack"]
 
 NORMS = ("linf", "l2")
 ATTACKS = ("fgsm", "pgd")
@@ -152,3 +156,41 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: st
     crafter: Callable = model if source is None else source
     adv = adversarial_examples(crafter, x, y, name, eps, norm, batch_size, seed, device, **pgd_options)
     return accuracy_on(model, adv, y, device=device)
+
+
+def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf", steps: int = 20,
+               targets: int = 3, queries: int = 200, seed: int = 0, device: str | torch.device = "cpu") -> torch.Tensor:
+    """The worst example of APGD-CE, APGD-T (``targets`` target classes) and Square (``queries``
+    queries), each run on the inputs the previous ones did not break, as AutoAttack does.
+
+    The budgets are smaller than AutoAttack's "standard" version (100 steps, 9 targets, 5,000
+    queries): the chapters run on a CPU. torchattacks is an optional dependency (``make book``
+    installs it).
+    """
+    _check(eps, norm)
+    check_range("steps", steps, 1, 10_000, integer=True)
+    check_range("targets", targets, 1, 1_000, integer=True)
+    check_range("queries", queries, 1, 1_000_000, integer=True)
+    try:
+        import torchattacks
+    except ImportError as err:  # pragma: no cover - the book's install has it
+        raise ImportError("autoattack needs torchattacks: pip install --no-deps torchattacks==3.5.1") from err
+    norm_name = {"linf": "Linf", "l2": "L2"}[norm]
+    apgdt = torchattacks.APGDT(model, norm=norm_name, eps=eps, steps=steps, seed=seed)
+    apgdt.n_target_classes = targets
+    chain = [torchattacks.APGD(model, norm=norm_name, eps=eps, steps=steps, loss="ce", seed=seed), apgdt,
+             torchattacks.Square(model, norm=norm_name, eps=eps, n_queries=queries, seed=seed)]
+    was = _eval_mode(model)
+    x, y = x.detach().to(device), y.to(device)
+    adv = x.clone()
+    alive = _predict(model, adv) == y
+    for atk in chain:
+        if not alive.any():
+            break
+        idx = alive.nonzero().flatten()
+        found = atk(x[idx], y[idx]).detach()
+        broken = _predict(model, found) != y[idx]
+        adv[idx[broken]] = found[broken]
+        alive[idx[broken]] = False
+    model.train(was)
+    return adv.cpu()

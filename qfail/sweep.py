@@ -21,7 +21,7 @@ from torch import nn
 from qfail.cache import cached_entry
 from qfail.checks import FULL_PRECISION, check_bits, check_choice
 from qfail.data import DataSplits
-from qfail.quant import QuantConfig, fake_quantize_tensor, pwlq_quantize, qat_config, quantize_model
+from qfail.quant import QuantConfig, fake_quantize_tensor, pwlq_quantize, qat_config, quantizable_layers, quantize_model
 from qfail.train import TrainConfig, Trained, accuracy, fit
 
 __all__ = ["PARTS", "QUANT_METHODS", "layer_bits_for", "quantized", "accuracy_sweep", "largest_weight", "rounding_error"]
@@ -42,16 +42,21 @@ def _calibration(data: DataSplits, n: int = 256) -> list[torch.Tensor]:
 
 
 def quantized(source: Trained, data: DataSplits, method: str, part: str, bits: int,
-              qat: TrainConfig | None = None, device: str | torch.device = "cpu") -> Trained:
+              qat: TrainConfig | None = None, device: str | torch.device = "cpu", raw_input: bool = True) -> Trained:
     """``source.model`` quantized by ``method`` at ``bits`` on ``part``, as a :class:`Trained`.
 
     PTQ methods calibrate (``seconds`` is the calibration's wall time). For ``qat`` and
     ``pact``, ``qat`` gives the fine-tuning run; the fine-tuned weights are cached under
     ``source.key`` and the run, and ``seconds`` is what the fine-tuning cost when it ran.
+    With ``raw_input=False`` the first layer's input (the image itself) stays in float.
     """
     check_choice("method", method, QUANT_METHODS)
     layer_bits = layer_bits_for(part, bits)
-    key = {"source": source.key, "data": list(data.fingerprint), "layer_bits": list(layer_bits), "method": method}
+    if not raw_input:
+        first, *rest = quantizable_layers(source.model)
+        layer_bits = {first: (layer_bits[0], FULL_PRECISION)} | {n: layer_bits for n in rest}
+    key = {"source": source.key, "data": list(data.fingerprint), "method": method,
+           "layer_bits": list(layer_bits) if isinstance(layer_bits, tuple) else {n: list(b) for n, b in layer_bits.items()}}
     start = time.perf_counter()
     if method == "dynamic":
         qm = quantize_model(source.model, QuantConfig(act_mode="dynamic"), layer_bits)

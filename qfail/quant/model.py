@@ -9,7 +9,10 @@ gets its own ``(weight_bits, act_bits)`` from its *layer bits*. The same object 
 * dynamic PTQ: activation ranges come from each input sample at run time;
 * QAT: train the wrapped model; the STE passes gradients (static ranges follow an EMA,
   PACT learns its clipping level);
-* full precision: ``with qmodel.full_precision():`` runs the very same weights unquantized.
+* full precision: ``with qmodel.full_precision():`` runs the very same weights unquantized;
+* without rounding: ``with qmodel.without_rounding():`` keeps every clipping (PACT's learned
+  level, a static range) and replaces only the rounding by the identity, the smooth surrogate
+  of a BPDA attack (Athalye et al., 2018).
 
 Weight-only and activation-only quantization are layer bits with 32 (= float) on one side.
 Layer bits are ``(w, a)`` for every layer, a list of pairs in layer order, or a dict
@@ -102,6 +105,7 @@ class QuantLayer(nn.Module):
         self.layer = layer
         self.config = config
         self.enabled = True
+        self.rounding = True
         self.calibrating = False
         self.sample_act_bits: torch.Tensor | None = None  # (B,) per-input bits, or None
         self.set_bits(weight_bits, act_bits)
@@ -167,6 +171,8 @@ class QuantLayer(nn.Module):
         if not isinstance(bits, torch.Tensor) and bits == FULL_PRECISION:
             return x
         mode = self.config.act_mode
+        if not self.rounding:
+            return self._clip_only(x, mode)
         if mode == "pact":
             return pact_quantize(x, self.pact_alpha, bits)
         if mode == "dynamic":
@@ -178,6 +184,19 @@ class QuantLayer(nn.Module):
         scale, zp = choose_qparams(self.act_lo, self.act_hi, bits, self.config.act_scheme)
         q_min, q_max = integer_levels(bits, self.config.act_scheme)
         return fake_quantize(x, scale, zp, q_min, q_max)
+
+    def _clip_only(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        """The activation quantizer without its rounding: the clipping alone (identity for dynamic
+        ranges, which never clip)."""
+        if mode == "pact":
+            return torch.minimum(x.clamp(min=0.0), self.pact_alpha)
+        if mode == "dynamic":
+            return x
+        if not self.calibrated:
+            raise RuntimeError("static activation quantization needs calibrate() before use")
+        scale, zp = choose_qparams(self.act_lo, self.act_hi, self._act_bits(x), self.config.act_scheme)
+        q_min, q_max = integer_levels(self._act_bits(x), self.config.act_scheme)
+        return torch.maximum(torch.minimum(x, scale * (q_max - zp)), scale * (q_min - zp))
 
     def _track_range(self, x: torch.Tensor) -> None:
         lo, hi = x.detach().min(), x.detach().max()
@@ -197,7 +216,7 @@ class QuantLayer(nn.Module):
         if not self.enabled:
             return self.layer(x)
         x = self.quantize_input(x)
-        w = self.quantized_weight()
+        w = self.quantized_weight() if self.rounding else self.layer.weight
         if isinstance(self.layer, nn.Linear):
             return F.linear(x, w, self.layer.bias)
         return self.layer._conv_forward(x, w, self.layer.bias)
@@ -337,6 +356,18 @@ class QuantizedModel(nn.Module):
         finally:
             for q, s in zip(self.layers.values(), states):
                 q.enabled = s
+
+    @contextlib.contextmanager
+    def without_rounding(self) -> Iterator["QuantizedModel"]:
+        """Keep every clipping, replace every rounding by the identity, inside the ``with`` block."""
+        states = [q.rounding for q in self.layers.values()]
+        for q in self.layers.values():
+            q.rounding = False
+        try:
+            yield self
+        finally:
+            for q, s in zip(self.layers.values(), states):
+                q.rounding = s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -122,3 +122,23 @@ def test_layer_bits_raises(trained_cnn):
         quantize_model(trained_cnn, QuantConfig(act_mode="dynamic"), [(8, 8), (8, 8)])
     with pytest.raises(ValueError, match=r"weight_bits=7\.5 is not allowed"):
         quantize_model(trained_cnn, QuantConfig(act_mode="dynamic"), (7.5, 8))
+
+
+def test_without_rounding_keeps_the_clipping_and_drops_the_rounding():
+    """BPDA's surrogate: PACT's clipping stays, the rounding goes, and everything is restored after."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.rand(64, 4)  # non-negative, like images: PACT's lower clip at 0 does not bind on the input
+    wide = quantize_model(net, QuantConfig(act_mode="pact", pact_init_alpha=100.0), (2, 2))
+    with wide.without_rounding():  # a clipping level that never binds: the float network
+        smooth = wide(x)
+    with wide.full_precision():
+        assert torch.allclose(smooth, wide(x))
+    narrow = quantize_model(net, QuantConfig(act_mode="pact", pact_init_alpha=0.2), (2, 2))
+    with narrow.without_rounding():
+        clipped = narrow(x)
+        expected = net[2](torch.minimum(net[1](net[0](torch.minimum(x.clamp(min=0), torch.tensor(0.2)))).clamp(min=0),
+                                        torch.tensor(0.2)))
+    assert torch.allclose(clipped, expected, atol=1e-6)
+    assert not torch.allclose(clipped, narrow(x))  # the rounding is back
+    assert all(q.rounding for q in narrow.layers.values())

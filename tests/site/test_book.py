@@ -26,7 +26,7 @@ SMALL = {"primer": {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bi
                   "eps": "0.03", "verified_states": "30", "grid_cells": "4", "bits": "8"},
          "hu": {"epochs": "2", "methods": "standard,qat", "settings": "int8", "bits": "2", "size": "8",
                 "shifts": "gaussian_noise,rotate", "severities": "1,5", "mc_samples": "2", "retrain_epochs": "1"},
-         "li": {"depth": "8", "width": "0.25", "epochs": "2", "adv_steps": "2", "pipelines": "a,b,e", "ptq_methods": "pwlq",
+         "li": {"depth": "8", "width": "0.25", "epochs": "2", "adv_steps": "2", "pipelines": "a,b,e,f,g", "ptq_methods": "pwlq",
                 "ptq_bits": "4", "ptq_parts": "weights,activations", "qat_parts": "activations", "qat_epochs": "1",
                 "pgd_steps": "2", "limit": "40"},
          "frank_distill": {"query_budgets": "100,300", "epochs": "3"},

@@ -35,7 +35,8 @@ def accuracy_difference(terms: Sequence[tuple[float, float]], inputs: int, basis
     """sum(sign * accuracy) over ``terms`` (points), with a normal interval from the binomial error
     of each accuracy on ``inputs`` inputs, the terms treated as independent (one seed)."""
     value = float(sum(sign * acc for sign, acc in terms))
-    var = sum((100 * math.sqrt(max(acc / 100 * (1 - acc / 100), 0.0) / inputs)) ** 2 for _, acc in terms)
+    adjusted = [(acc / 100 * inputs + 2) / (inputs + 4) for _, acc in terms]  # Agresti-Coull
+    var = sum((100 * math.sqrt(p * (1 - p) / (inputs + 4))) ** 2 for p in adjusted)
     half = 1.96 * math.sqrt(var)
     return Estimate(value, value - half, value + half, basis or f"binomial errors over {inputs} test inputs, one seed",
                     "points")
@@ -117,7 +118,9 @@ def drop_error(fp: float, q: float, inputs: int) -> float:
     disagree over n, and that share is at most (100 - fp) + (100 - q) percent: conservative,
     and tight when both accuracies are high.
     """
-    return 100 * math.sqrt(min(max((200 - fp - q) / 100, 0.0), 1.0) / inputs)
+    share = min(max((200 - fp - q) / 100, 0.0), 1.0)
+    share = (share * inputs + 2) / (inputs + 4)  # Agresti-Coull: a share of 0 on n inputs is not known exactly
+    return 100 * math.sqrt(share / (inputs + 4))
 
 
 def analyses_verdicts(layers: pd.DataFrame, deviation: pd.DataFrame, curves: pd.DataFrame,

@@ -7,17 +7,24 @@ PACT, clean or adversarial, on all or part of the training data:
 ====  ======================  ============================  ===============
 name  float model             quantization                  training data
 ====  ======================  ============================  ===============
-a     standard                PTQ                           all
-b     adversarial             PTQ                           all
+a     standard                PTQ (or clean QAT)            all
+b     adversarial             PTQ (or clean QAT)            all
 c     standard                adversarial QAT (PACT)        all
 d     adversarial             adversarial QAT (PACT)        all
 e     adversarial             adversarial QAT (PACT)        ``fraction``
+f     random (untrained)      clean QAT from scratch        all
+g     adversarial             clean QAT (PACT)              ``fraction``
 ====  ======================  ============================  ===============
 
 ``evaluate`` measures clean accuracy, robust accuracy under white-box attacks through the STE,
 and the accuracy under the same attacks crafted on the float model (transfer), which exposes
 gradient masking by the rounding. The transfer examples depend only on the float model, so
-``transfer_set`` crafts them once for all the quantized copies of that model.
+``transfer_set`` crafts them once for all the quantized copies of that model (a random
+initialisation has no float model worth attacking: pipeline f is attacked by transfer from the
+standard one). ``run_matrix`` adds two stronger attackers on the headline budget: AutoAttack's
+parameter-free attacks, and a BPDA surrogate that keeps every clipping and drops only the rounding.
+The raw input image is not quantized unless ``raw_input`` says so (the source quantizes
+activations between layers).
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from qfail.attack import ATTACKS, NORMS, accuracy_on, adversarial_examples
+from qfail.attack import ATTACKS, NORMS, accuracy_on, adversarial_examples, autoattack
 from qfail.checks import check_choice, check_range
 from qfail.data import DataSplits
 from qfail.quant import QuantizedModel
@@ -36,7 +43,7 @@ from qfail.sweep import PARTS, quantized
 from qfail.train import TrainConfig, Trained
 
 __all__ = ["PIPELINES", "Pipeline", "pipeline", "Attack", "DEFAULT_ATTACKS", "quantize_along", "transfer_set",
-           "evaluate", "surrogate_accuracy",
+           "evaluate", "surrogate_accuracy", "autoattack_accuracy", "transfer_source", "untrained", "INITS",
            "Cell", "matrix_cells", "float_rows", "run_matrix"]
 
 PTQ_METHODS = ("static", "pwlq")
@@ -49,40 +56,57 @@ class Pipeline:
     """One of Li et al.'s pipelines: which float model it starts from and how QAT trains."""
 
     name: str
-    init: str  # "standard" or "adversarial": how the float model was trained
+    init: str  # "standard", "adversarial" or "random": how the float model was trained (random: not at all)
     adversarial_qat: bool  # QAT (when the method is a QAT one) is adversarial
     fraction: float = 1.0  # share of the training data that QAT sees
 
 
-PIPELINES = ("a", "b", "c", "d", "e")
+PIPELINES = ("a", "b", "c", "d", "e", "f", "g")
+INITS = {"a": "standard", "b": "adversarial", "c": "standard", "d": "adversarial", "e": "adversarial", "f": "random",
+         "g": "adversarial"}
 
 
 def pipeline(name: str, fraction: float = 0.25) -> Pipeline:
-    """One of ``PIPELINES`` (``fraction`` only matters for ``e``)."""
+    """One of ``PIPELINES`` (``fraction`` only matters for ``e`` and ``g``)."""
     check_choice("pipeline", name, PIPELINES)
     check_range("fraction", fraction, 1e-3, 1.0)
-    init = "standard" if name in ("a", "c") else "adversarial"
-    return Pipeline(name, init, adversarial_qat=name in ("c", "d", "e"), fraction=fraction if name == "e" else 1.0)
+    return Pipeline(name, INITS[name], adversarial_qat=name in ("c", "d", "e"),
+                    fraction=fraction if name in ("e", "g") else 1.0)
+
+
+def untrained(model: nn.Module, spec: Mapping) -> Trained:
+    """A random initialisation as the float model of pipeline f (trained for no time at all)."""
+    return Trained(model.eval(), {**spec, "init": "random"}, [], 0.0)
+
+
+def transfer_source(init: str) -> str:
+    """The float model whose examples attack copies of ``init`` by transfer (random: standard)."""
+    return "standard" if init == "random" else init
 
 
 def quantize_along(p: Pipeline, float_models: Mapping[str, Trained], data: DataSplits, method: str, part: str,
-                   bits: int, qat: TrainConfig, device: str | torch.device = "cpu") -> Trained:
+                   bits: int, qat: TrainConfig, device: str | torch.device = "cpu", raw_input: bool = False,
+                   scratch_epochs: int | None = None) -> Trained:
     """The float model of ``p.init`` quantized by ``method`` (``static``/``pwlq`` PTQ or
     ``qat``/``pact`` QAT) on ``part`` at ``bits``. PTQ ignores the QAT settings of ``p``.
 
     ``qat`` is the QAT run; its method is set by the pipeline (``adversarial`` or
     ``standard``), and pipeline ``e`` trains on a seeded ``p.fraction`` of the data. The
     result's ``seconds`` is the quantization's wall time (calibration for PTQ, the fine-tuning
-    run for QAT), not counting the float model's training.
+    run for QAT), not counting the float model's training. QAT from a random initialisation
+    (pipeline f) trains for ``scratch_epochs`` (default: ``qat.epochs``). ``raw_input`` also
+    quantizes the first layer's input, the image itself.
     """
     if p.init not in float_models:
         raise ValueError(f"pipeline {p.name!r} needs the {p.init!r} float model; given: {', '.join(float_models)}")
     source = float_models[p.init]
     if method in PTQ_METHODS:
-        return quantized(source, data, method, part, bits, device=device)
+        return quantized(source, data, method, part, bits, device=device, raw_input=raw_input)
     qat = replace(qat, method="adversarial" if p.adversarial_qat else "standard")
+    if p.init == "random" and scratch_epochs is not None:
+        qat = replace(qat, epochs=scratch_epochs)
     qat_data = data.train_fraction(p.fraction, qat.seed) if p.fraction < 1.0 else data
-    return quantized(source, qat_data, method, part, bits, qat=qat, device=device)
+    return quantized(source, qat_data, method, part, bits, qat=qat, device=device, raw_input=raw_input)
 
 
 @dataclass(frozen=True)
@@ -164,7 +188,10 @@ class Cell:
     def stage(self) -> str:
         if self.method in PTQ_METHODS:
             return "PTQ"
-        return "adversarial QAT" if pipeline(self.pipeline).adversarial_qat else "clean QAT"
+        p = pipeline(self.pipeline)
+        if p.init == "random":
+            return "QAT from scratch"
+        return "adversarial QAT" if p.adversarial_qat else "clean QAT"
 
     @property
     def evaluated_as(self) -> "Cell":
@@ -192,17 +219,27 @@ def matrix_cells(pipelines: Sequence[str], ptq_methods: Sequence[str], ptq_bits:
 
 def surrogate_accuracy(qm: QuantizedModel, data: DataSplits, a: Attack, limit: int | None = None, seed: int = 0,
                        device: str | torch.device = "cpu") -> float:
-    """Accuracy (%) of ``qm`` under ``a`` crafted on its own weights run without quantization.
+    """Accuracy (%) of ``qm`` under ``a`` crafted on its own weights with every rounding replaced
+    by the identity and every clipping kept (BPDA, Athalye et al., 2018).
 
-    The attacker knows the quantized model's weights but ignores the rounding: a third view
-    beside the STE (white-box) and the starting float model (transfer). After QAT the weights
-    differ from the starting float model's, so only this view removes the rounding alone.
+    The attacker knows everything but the rounding: a third view beside the STE (white-box) and
+    the starting float model (transfer). After QAT the weights differ from the starting float
+    model's, and PACT's learned clipping is part of the network, so only this view removes the
+    rounding alone.
     """
     test = _test(data, limit)
-    with qm.full_precision():
+    with qm.without_rounding():
         adv = adversarial_examples(qm, test.x, test.y, a.name, a.eps, a.norm, seed=seed, device=device,
                                    **_pgd_options(a))
     return accuracy_on(qm, adv, test.y, device=device)
+
+
+def autoattack_accuracy(model: nn.Module, data: DataSplits, a: Attack, limit: int | None = None, seed: int = 0,
+                        device: str | torch.device = "cpu") -> float:
+    """Accuracy (%) of ``model`` under AutoAttack's parameter-free attacks at ``a``'s norm and budget."""
+    test = _test(data, limit)
+    return accuracy_on(model, autoattack(model, test.x, test.y, a.eps, a.norm, seed=seed, device=device),
+                       test.y, device=device)
 
 
 def float_rows(float_models: Mapping[str, Trained], data: DataSplits, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
@@ -216,30 +253,35 @@ def float_rows(float_models: Mapping[str, Trained], data: DataSplits, attacks: S
                          for init, m in float_models.items()])
 
 
-def run_matrix(cells: Sequence[Cell], float_models: Mapping[str, Trained], data: DataSplits, qat: TrainConfig, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
-               transfer: Mapping[str, Mapping[str, torch.Tensor]] | None = None, fraction: float = 0.25,
-               surrogate: Attack | None = None, limit: int | None = None, seed: int = 0,
-               device: str | torch.device = "cpu") -> tuple[pd.DataFrame, dict[Cell, Trained]]:
+def run_matrix(cells: Sequence[Cell], float_models: Mapping[str, Trained], data: DataSplits, qat: TrainConfig,
+               attacks: Sequence[Attack] = DEFAULT_ATTACKS, transfer: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+               fraction: float = 0.25, surrogate: Attack | None = None, limit: int | None = None, seed: int = 0,
+               device: str | torch.device = "cpu", autoattack: bool = False, raw_input: bool = False,
+               scratch_epochs: int | None = None) -> tuple[pd.DataFrame, dict[Cell, Trained]]:
     """Quantize and evaluate every cell; one row per cell, plus the quantized models.
 
     ``transfer`` maps a float model's name (``standard``/``adversarial``) to its
-    ``transfer_set``. With a ``surrogate`` attack, QAT cells also get ``"<label> surrogate"``
-    (``surrogate_accuracy``); a PTQ model's own weights *are* its float model's, so there the
-    column repeats the transfer accuracy. Each row carries the quantization's wall time
-    (``quant s``) and the float model's (``float s``), so a pipeline's cost is their sum.
+    ``transfer_set`` (a random initialisation borrows the standard model's, see
+    ``transfer_source``). With a ``surrogate`` attack every cell also gets
+    ``"<label> surrogate"`` (``surrogate_accuracy``, BPDA) and, with ``autoattack``,
+    ``"<label> AutoAttack"`` (``autoattack_accuracy`` at the same norm and budget). Each row
+    carries the quantization's wall time (``quant s``) and the float model's (``float s``), so a
+    pipeline's cost is their sum. ``raw_input`` and ``scratch_epochs``: see ``quantize_along``.
     """
     rows, models, done = [], {}, {}
     for cell in cells:
         p = pipeline(cell.pipeline, fraction)
         key = cell.evaluated_as
         if key not in done:
-            qm = quantize_along(p, float_models, data, key.method, key.part, key.bits, qat, device)
-            sets = None if transfer is None else transfer[p.init]
+            qm = quantize_along(p, float_models, data, key.method, key.part, key.bits, qat, device, raw_input,
+                                scratch_epochs)
+            sets = None if transfer is None else transfer[transfer_source(p.init)]
             result = evaluate(qm.model, data, attacks, sets, limit, seed, device)
             if surrogate is not None:
-                result[f"{surrogate.label} surrogate"] = (
-                    surrogate_accuracy(qm.model, data, surrogate, limit, seed, device) if key.method in QAT_METHODS
-                    else result.get(f"{surrogate.label} transfer", float("nan")))
+                result[f"{surrogate.label} surrogate"] = surrogate_accuracy(qm.model, data, surrogate, limit, seed, device)
+                if autoattack:
+                    result[f"{surrogate.label} AutoAttack"] = autoattack_accuracy(qm.model, data, surrogate, limit,
+                                                                                  seed, device)
             done[key] = (qm, result)
         qm, result = done[key]
         models[cell] = qm

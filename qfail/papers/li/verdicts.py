@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from qfail.papers.li.pipelines import transfer_source
 from qfail.verdict import Estimate, Rule, decided_count, finding
 
 __all__ = ["USABLE_DROP", "GAINS", "HELPS_SOMEWHERE", "KEEPS_MOST", "paired", "difference", "ratio", "verdict_table"]
@@ -36,8 +37,10 @@ def paired(rows: pd.DataFrame, column: str, a: str, b: str, on: Sequence[str], v
 
 
 def _se(accuracy: np.ndarray, inputs: int) -> np.ndarray:
-    p = np.clip(accuracy / 100, 0, 1)
-    return 100 * np.sqrt(p * (1 - p) / inputs)
+    """Binomial standard error (points) with Agresti and Coull's adjustment, so that an accuracy
+    of 0 or 100 % on a few inputs still has an error."""
+    p = (np.clip(accuracy / 100, 0, 1) * inputs + 2) / (inputs + 4)
+    return 100 * np.sqrt(p * (1 - p) / (inputs + 4))
 
 
 def difference(pairs: pd.DataFrame, inputs: int) -> Estimate:
@@ -65,12 +68,13 @@ def ratio(pairs: pd.DataFrame, inputs: int) -> Estimate:
 
 def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: str, fraction: float,
                   inputs: int) -> pd.DataFrame:
-    """The four findings from ``run_matrix``'s results (with a ``worst`` column) and ``float_rows``.
+    """The findings from ``run_matrix``'s results (with a ``worst`` column) and ``float_rows``.
 
     ``inputs`` is how many test inputs each cell was attacked on.
     """
     fp_clean = float_rows.set_index("init")["clean"]
-    usable = results[results.clean >= results.init.map(fp_clean) - USABLE_DROP]
+    reference = results.init.map(lambda i: fp_clean.get(transfer_source(i), float("nan")))  # random: standard's
+    usable = results[results.clean >= reference - USABLE_DROP]
     low = usable[usable.bits <= 4]
     cells = ["pipeline", "method", "bits"]
     acts_vs_w = paired(low, "part", "activations", "weights", cells)
@@ -80,6 +84,8 @@ def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: 
         "clean QAT": paired(usable[usable.stage == "clean QAT"], "pipeline", "b", "a", ["method", "part", "bits"]),
         "adversarial QAT": paired(usable[usable.stage == "adversarial QAT"], "pipeline", "d", "c",
                                   ["method", "part", "bits"]),
+        "clean QAT against a random initialisation": paired(usable[usable.stage.isin(["clean QAT", "QAT from scratch"])],
+                                                            "pipeline", "b", "f", ["method", "part", "bits"]),
     }
     regime_gains = {name: difference(pairs, inputs) for name, pairs in regimes.items() if not pairs.empty}
     qat_ac = usable[usable.pipeline.isin(["a", "c"]) & (usable.stage != "PTQ")]
@@ -90,6 +96,8 @@ def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: 
     partial_cost = paired(results[results.pipeline.isin(["d", "e"])], "pipeline", "e", "d",
                           ["method", "part", "bits"], "quant s")
 
+    bg = usable[usable.pipeline.isin(["b", "g"]) & (usable.stage == "clean QAT")]
+    clean_partial = paired(bg, "pipeline", "g", "b", ["method", "part", "bits"])
     finding1 = difference(acts_vs_w, inputs)
     per_regime = [GAINS.judge(e) for e in regime_gains.values()]
     regimes_count = decided_count(per_regime, "regimes")
@@ -117,4 +125,9 @@ def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: 
                 ratio(partial, inputs), KEEPS_MOST, _PAPER,
                 measured=f"(e) on {fraction:.0%} of the data over (d) on all: {ratio(partial, inputs).text()} of its "
                          f"robust accuracy{partial_text}"),
+        finding("5. from a robust model, clean QAT on part of the data keeps most of the robustness",
+                "transfer learning enables robust performance with partial data",
+                ratio(clean_partial, inputs), Rule("(g) keeps more than 90 % of (b)'s robust accuracy", low=90.0), _PAPER,
+                measured=f"(g) clean QAT on {fraction:.0%} of the data over (b) clean QAT on all: "
+                         f"{ratio(clean_partial, inputs).text()} of its robust accuracy"),
     ])

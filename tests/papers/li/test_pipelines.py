@@ -21,9 +21,10 @@ def floats(digits):
 def test_pipeline_table():
     assert [(p.init, p.adversarial_qat, p.fraction) for p in map(rb.pipeline, rb.PIPELINES)] == [
         ("standard", False, 1.0), ("adversarial", False, 1.0), ("standard", True, 1.0), ("adversarial", True, 1.0),
-        ("adversarial", True, 0.25)]
-    with pytest.raises(ValueError, match="pipeline='f' is not allowed; choose one of 'a', 'b', 'c', 'd', 'e'"):
-        rb.pipeline("f")
+        ("adversarial", True, 0.25), ("random", False, 1.0), ("adversarial", False, 0.25)]
+    with pytest.raises(ValueError, match="pipeline='h' is not allowed; choose one of 'a', 'b', 'c', 'd', 'e', 'f', 'g'"):
+        rb.pipeline("h")
+    assert rb.transfer_source("random") == "standard" and rb.transfer_source("adversarial") == "adversarial"
 
 
 def test_train_fraction_is_seeded_and_keyed(digits):
@@ -38,7 +39,9 @@ def test_quantize_along_pipelines(floats, digits, method):
     for name in ("b", "e") if method == "pact" else ("a",):
         quantized = rb.quantize_along(rb.pipeline(name), floats, digits, method, "activations", 4, QAT)
         qm = quantized.model
-        assert all(layer.weight_bits == 32 and layer.act_bits == 4 for layer in qm.layers.values())
+        first, *rest = qm.layers.values()
+        assert first.act_bits == 32  # the image itself stays in float unless raw_input=True
+        assert all(layer.weight_bits == 32 and layer.act_bits == 4 for layer in rest)
         assert qfail.accuracy(qm, digits.test) > 50
         assert quantized.key["source"] == floats[rb.pipeline(name).init].key  # derived from its float model
         if method == "pact":
@@ -79,22 +82,25 @@ def test_run_matrix_rows_and_the_shared_pwlq_activation_cell(floats, digits):
     attacks = [rb.Attack("pgd", "linf", 0.1, steps=2)]
     cells = rb.matrix_cells(["a", "b"], ["static", "pwlq"], [4], ["activations"], ["pact"], [4], ["activations"])
     transfer = {i: rb.transfer_set(m.model, digits, attacks, limit=30) for i, m in floats.items()}
-    rows, qms = rb.run_matrix(cells, floats, digits, QAT, attacks, transfer, surrogate=attacks[0], limit=30)
+    rows, qms = rb.run_matrix(cells, floats, digits, QAT, attacks, transfer, surrogate=attacks[0], limit=30,
+                              autoattack=True)
     assert len(rows) == len(cells) == 6
     # PWLQ on activations alone is uniform PTQ: one model, one evaluation
     assert qms[rb.Cell("a", "pwlq", "activations", 4)] is qms[rb.Cell("a", "static", "activations", 4)]
-    ptq = rows[rows.stage == "PTQ"]
-    assert (ptq["PGD-linf 0.1 surrogate"] == ptq["PGD-linf 0.1 transfer"]).all()
+    assert (rows["PGD-linf 0.1 AutoAttack"] <= rows["clean"]).all()
+    assert rows["PGD-linf 0.1 surrogate"].between(0, 100).all()
     assert set(rows.stage) == {"PTQ", "clean QAT"} and (rows["float s"] > 0).all()
     qat = rows[rows.stage == "clean QAT"]
     assert (qat["quant s"] > 0).all() and qat["PGD-linf 0.1 surrogate"].between(0, 100).all()
 
 
-def test_surrogate_attacks_the_same_weights_without_rounding(floats, digits):
+def test_surrogate_attacks_the_network_without_its_rounding(floats, digits):
     models = {init: t.model for init, t in floats.items()}
-    qm = rb.quantize_along(rb.pipeline("a"), floats, digits, "static", "both", 2, QAT).model
+    qm = rb.quantize_along(rb.pipeline("a"), floats, digits, "static", "weights", 2, QAT).model
     a = rb.Attack("pgd", "linf", 0.1, steps=3)
-    # the 2-bit model's own weights without quantization are the float model's: surrogate == transfer
+    # weights only: without its rounding the network is the float model, so BPDA is the transfer attack
     crafted = rb.transfer_set(models["standard"], digits, [a], limit=50)
     assert rb.surrogate_accuracy(qm, digits, a, limit=50) == rb.evaluate(qm, digits, [a], crafted, limit=50)[f"{a.label} transfer"]
-    assert all(layer.enabled for layer in qm.layers.values())  # quantization is back on afterwards
+    assert all(layer.enabled and layer.rounding for layer in qm.layers.values())  # rounding is back on afterwards
+    raw = rb.quantize_along(rb.pipeline("a"), floats, digits, "static", "both", 4, QAT, raw_input=True).model
+    assert all(layer.act_bits == 4 for layer in raw.layers.values())

@@ -12,10 +12,12 @@ def _matrix(acts=60.0, weights=20.0, robust_gain=30.0, partial=0.95, adv_gain=10
     rows = []
     for pipeline, init, stage in [("a", "standard", "clean QAT"), ("b", "adversarial", "clean QAT"),
                                   ("c", "standard", "adversarial QAT"), ("d", "adversarial", "adversarial QAT"),
-                                  ("e", "adversarial", "adversarial QAT")]:
-        base = {"a": 0.0, "b": robust_gain, "c": adv_gain, "d": adv_gain + robust_gain}.get(pipeline)
+                                  ("e", "adversarial", "adversarial QAT"), ("f", "random", "QAT from scratch"),
+                                  ("g", "adversarial", "clean QAT")]:
+        base = {"a": 0.0, "b": robust_gain, "c": adv_gain, "d": adv_gain + robust_gain, "f": 0.0}.get(pipeline)
         for part, value in [("activations", acts), ("weights", weights)]:
-            robust = partial * (adv_gain + robust_gain + value) if pipeline == "e" else base + value
+            robust = (partial * (adv_gain + robust_gain + value) if pipeline == "e" else
+                      partial * (robust_gain + value) if pipeline == "g" else base + value)
             rows.append({"pipeline": pipeline, "init": init, "stage": stage, "method": "PACT QAT", "part": part,
                          "bits": 4, "clean": 98.0, ATTACK: robust, "worst": robust,
                          "quant s": {"c": 40.0, "d": 40.0, "e": 10.0}.get(pipeline, 10.0), "float s": 5.0})
@@ -27,17 +29,17 @@ def _verdicts(matrix, inputs=2000):
 
 
 def test_findings_reproduce_on_a_matrix_that_shows_them():
-    assert _verdicts(_matrix()) == ["reproduced"] * 4
+    assert _verdicts(_matrix()) == ["reproduced"] * 5
 
 
 def test_findings_fail_on_a_matrix_that_contradicts_them():
     assert _verdicts(_matrix(acts=20.0, weights=50.0, robust_gain=-5.0, partial=0.5, adv_gain=-5.0)) == \
-        ["not reproduced"] * 4
+        ["not reproduced"] * 5
 
 
 def test_small_samples_are_inconclusive():
     assert _verdicts(_matrix(acts=42.0, weights=40.0, robust_gain=2.0, partial=0.9, adv_gain=2.0), inputs=50) == \
-        ["inconclusive"] * 4
+        ["inconclusive"] * 5
 
 
 @pytest.mark.parametrize("column", ["clean"])

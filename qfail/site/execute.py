@@ -57,7 +57,7 @@ def _execute(path: str, timeout: int) -> tuple[str, dict | None, float, str | No
     return path, json.loads(json.dumps(nb)), result.time, None
 
 
-def execute_chapters(root: Path, cache_path: Path, workers: int | None = None, timeout: int = 1200,
+def execute_chapters(root: Path, cache_path: Path, workers: int | None = None, timeout: int = 1800,
                      previous: dict[str, float] | None = None) -> dict[str, float]:
     """Execute every uncached chapter of ``root`` into ``cache_path``; return seconds per chapter run.
 

@@ -43,7 +43,7 @@ from qfail.sweep import PARTS, quantized
 from qfail.train import TrainConfig, Trained
 
 __all__ = ["PIPELINES", "Pipeline", "pipeline", "Attack", "DEFAULT_ATTACKS", "quantize_along", "transfer_set",
-           "evaluate", "surrogate_accuracy", "autoattack_accuracy", "transfer_source", "untrained", "INITS",
+           "evaluate", "surrogate_examples", "surrogate_accuracy", "autoattack_accuracy", "transfer_source", "untrained", "INITS",
            "Cell", "matrix_cells", "float_rows", "run_matrix"]
 
 PTQ_METHODS = ("static", "pwlq")
@@ -154,13 +154,13 @@ def transfer_set(source: nn.Module, data: DataSplits, attacks: Sequence[Attack] 
 
 def evaluate(model: nn.Module, data: DataSplits, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
              transfer: Mapping[str, torch.Tensor] | None = None, limit: int | None = None, seed: int = 0,
-             device: str | torch.device = "cpu") -> dict[str, float]:
+             device: str | torch.device = "cpu", examples: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """Clean and robust accuracy (%) of ``model`` on the test split (first ``limit`` inputs).
 
     With a ``transfer`` set (``transfer_set`` of the float model, same ``limit``), each attack
     is also scored on the examples crafted there ("<label> transfer"): if white-box accuracy is
     much higher than transfer accuracy, the rounding hides the gradient rather than removing
-    the vulnerability.
+    the vulnerability. A dict passed as ``examples`` receives the white-box examples by label.
     """
     test = _test(data, limit)
     row = {"clean": accuracy_on(model, test.x, test.y, device=device)}
@@ -168,6 +168,8 @@ def evaluate(model: nn.Module, data: DataSplits, attacks: Sequence[Attack] = DEF
         adv = adversarial_examples(model, test.x, test.y, a.name, a.eps, a.norm, seed=seed, device=device,
                                    **_pgd_options(a))
         row[a.label] = accuracy_on(model, adv, test.y, device=device)
+        if examples is not None:
+            examples[a.label] = adv
         if transfer is not None:
             if a.label not in transfer or len(transfer[a.label]) != len(test.y):
                 raise ValueError(f"transfer has no {len(test.y)} examples for {a.label!r}; build it with "
@@ -217,10 +219,10 @@ def matrix_cells(pipelines: Sequence[str], ptq_methods: Sequence[str], ptq_bits:
     return cells + [Cell(p, m, part, b) for p in pipelines for m in qat_methods for part in qat_parts for b in qat_bits]
 
 
-def surrogate_accuracy(qm: QuantizedModel, data: DataSplits, a: Attack, limit: int | None = None, seed: int = 0,
-                       device: str | torch.device = "cpu") -> float:
-    """Accuracy (%) of ``qm`` under ``a`` crafted on its own weights with every rounding replaced
-    by the identity and every clipping kept (BPDA, Athalye et al., 2018).
+def surrogate_examples(qm: QuantizedModel, data: DataSplits, a: Attack, limit: int | None = None, seed: int = 0,
+                       device: str | torch.device = "cpu") -> torch.Tensor:
+    """``a`` crafted on ``qm`` with every rounding replaced by the identity and every clipping
+    kept (BPDA, Athalye et al., 2018).
 
     The attacker knows everything but the rounding: a third view beside the STE (white-box) and
     the starting float model (transfer). After QAT the weights differ from the starting float
@@ -229,17 +231,36 @@ def surrogate_accuracy(qm: QuantizedModel, data: DataSplits, a: Attack, limit: i
     """
     test = _test(data, limit)
     with qm.without_rounding():
-        adv = adversarial_examples(qm, test.x, test.y, a.name, a.eps, a.norm, seed=seed, device=device,
-                                   **_pgd_options(a))
-    return accuracy_on(qm, adv, test.y, device=device)
+        return adversarial_examples(qm, test.x, test.y, a.name, a.eps, a.norm, seed=seed, device=device,
+                                    **_pgd_options(a))
+
+
+def surrogate_accuracy(qm: QuantizedModel, data: DataSplits, a: Attack, limit: int | None = None, seed: int = 0,
+                       device: str | torch.device = "cpu") -> float:
+    """Accuracy (%) of ``qm`` under ``surrogate_examples``."""
+    return accuracy_on(qm, surrogate_examples(qm, data, a, limit, seed, device), _test(data, limit).y, device=device)
+
+
+@torch.no_grad()
+def _survives(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    return torch.cat([model(x[i:i + 512].to(device)).argmax(1).cpu() == y[i:i + 512] for i in range(0, len(y), 512)])
 
 
 def autoattack_accuracy(model: nn.Module, data: DataSplits, a: Attack, limit: int | None = None, seed: int = 0,
-                        device: str | torch.device = "cpu") -> float:
-    """Accuracy (%) of ``model`` under AutoAttack's parameter-free attacks at ``a``'s norm and budget."""
+                        device: str | torch.device = "cpu", survivors: torch.Tensor | None = None) -> float:
+    """Accuracy (%) of ``model`` under AutoAttack's parameter-free attacks at ``a``'s norm and budget.
+
+    With ``survivors`` (a mask of the inputs no earlier attacker broke) AutoAttack runs on those
+    alone, and the result is the accuracy under every attacker together: an input counts as
+    robust only if it survived them all (AutoAttack's own per-input worst case).
+    """
     test = _test(data, limit)
-    return accuracy_on(model, autoattack(model, test.x, test.y, a.eps, a.norm, seed=seed, device=device),
-                       test.y, device=device)
+    alive = _survives(model, test.x, test.y, device) if survivors is None else survivors
+    idx = alive.nonzero().flatten()
+    if len(idx) == 0:
+        return 0.0
+    adv = autoattack(model, test.x[idx], test.y[idx], a.eps, a.norm, seed=seed, device=device)
+    return 100.0 * float(_survives(model, adv, test.y[idx], device).sum()) / len(test.y)
 
 
 def float_rows(float_models: Mapping[str, Trained], data: DataSplits, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
@@ -264,7 +285,8 @@ def run_matrix(cells: Sequence[Cell], float_models: Mapping[str, Trained], data:
     ``transfer_set`` (a random initialisation borrows the standard model's, see
     ``transfer_source``). With a ``surrogate`` attack every cell also gets
     ``"<label> surrogate"`` (``surrogate_accuracy``, BPDA) and, with ``autoattack``,
-    ``"<label> AutoAttack"`` (``autoattack_accuracy`` at the same norm and budget). Each row
+    ``"<label> AutoAttack"``: AutoAttack at the same norm and budget on the inputs that survived
+    the white-box, transfer and surrogate attacks, i.e. the accuracy under all of them. Each row
     carries the quantization's wall time (``quant s``) and the float model's (``float s``), so a
     pipeline's cost is their sum. ``raw_input`` and ``scratch_epochs``: see ``quantize_along``.
     """
@@ -276,12 +298,18 @@ def run_matrix(cells: Sequence[Cell], float_models: Mapping[str, Trained], data:
             qm = quantize_along(p, float_models, data, key.method, key.part, key.bits, qat, device, raw_input,
                                 scratch_epochs)
             sets = None if transfer is None else transfer[transfer_source(p.init)]
-            result = evaluate(qm.model, data, attacks, sets, limit, seed, device)
+            crafted: dict[str, torch.Tensor] = {}
+            result = evaluate(qm.model, data, attacks, sets, limit, seed, device, crafted)
             if surrogate is not None:
-                result[f"{surrogate.label} surrogate"] = surrogate_accuracy(qm.model, data, surrogate, limit, seed, device)
-                if autoattack:
+                y = _test(data, limit).y
+                bpda = surrogate_examples(qm.model, data, surrogate, limit, seed, device)
+                result[f"{surrogate.label} surrogate"] = accuracy_on(qm.model, bpda, y, device=device)
+                if autoattack:  # on what survived white-box, transfer and surrogate: all of them together
+                    alive = _survives(qm.model, crafted[surrogate.label], y, device) & _survives(qm.model, bpda, y, device)
+                    if sets is not None:
+                        alive &= _survives(qm.model, sets[surrogate.label], y, device)
                     result[f"{surrogate.label} AutoAttack"] = autoattack_accuracy(qm.model, data, surrogate, limit,
-                                                                                  seed, device)
+                                                                                  seed, device, alive)
             done[key] = (qm, result)
         qm, result = done[key]
         models[cell] = qm

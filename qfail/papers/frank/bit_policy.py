@@ -22,7 +22,7 @@ from torch import nn
 
 from qfail.checks import check_bits, check_range
 
-__all__ = ["BIT_CHOICES", "check_space", "project_to_budget", "PolicyStep", "BitPolicy", "StaticPolicy", "RandomPolicy",
+__all__ = ["BIT_CHOICES", "check_space", "project_to_budget", "PolicyStep", "BitPolicy", "StaticPolicy", "RandomPolicy", "ShuffledPolicy",
            "static_policies", "MAX_STATIC_POLICIES", "reinforce_step"]
 
 BIT_CHOICES = (2, 3, 4, 5, 6, 8)
@@ -121,6 +121,19 @@ class RandomPolicy:
     def act(self, x: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> PolicyStep:
         index = torch.randint(len(self.choices), (len(x), self.n_layers), generator=generator)
         return PolicyStep(torch.tensor(self.choices)[project_to_budget(index, self.choices, self.budget)])
+
+
+class ShuffledPolicy:
+    """Another policy's per-input widths dealt to the wrong inputs: the same assignments, permuted
+    across the batch (seeded). Against the policy itself it prices the per-input choice."""
+
+    def __init__(self, policy, seed: int = 0) -> None:  # noqa: ANN001 - any object with ``act``
+        self.policy, self.seed = policy, seed
+
+    def act(self, x: torch.Tensor, greedy: bool = True, generator: torch.Generator | None = None) -> PolicyStep:
+        step = self.policy.act(x, greedy=True, generator=generator)
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
+        return PolicyStep(step.bits[order])
 
 
 MAX_STATIC_POLICIES = 50_000

@@ -11,7 +11,8 @@ widths a ``BitPolicy`` picks for that input, under a mean-bits budget. Training 
 
 Stage C (``retain_epochs``) then trains the network on ``KD(FP)`` alone, so the float
 accuracy that the comparison rests on is retained. ``evaluate_pair`` runs any network with any
-policy (the cross pairs), and ``static_search`` is the exhaustive baseline over static policies.
+policy (the cross pairs), ``static_search`` is the exhaustive baseline over static policies,
+and ``dynamic_gain`` asks whether the failure needs the per-input choice at all.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from qfail.papers.frank.bit_policy import (
     BitPolicy,
     PolicyStep,
     RandomPolicy,
+    ShuffledPolicy,
     StaticPolicy,
     check_space,
     reinforce_step,
@@ -42,7 +44,7 @@ from qfail.quant import QuantConfig, QuantizedModel, quantize_model
 from qfail.train import Trained, resolve_device, seed_everything
 
 __all__ = ["KINDS", "PairConfig", "Pair", "dynamic_network", "train_pair", "train_pair_cached", "run_policy",
-           "evaluate_pair", "static_search", "search_baselines"]
+           "evaluate_pair", "static_search", "search_baselines", "dynamic_gain"]
 
 KINDS = ("robust", "detrimental")
 
@@ -230,33 +232,67 @@ def static_search(network: QuantizedModel, split: Split, budget: float = 4.0,
     return pd.DataFrame(rows).sort_values("drop", ascending=False, ignore_index=True)
 
 
-def search_baselines(network: QuantizedModel, learned: BitPolicy, split: Split, policy_evaluations: int,
+def search_baselines(network: QuantizedModel, learned: BitPolicy, select: Split, score: Split, policy_evaluations: int,
                      budget: float = 4.0, choices: Sequence[int] = BIT_CHOICES, random_draws: int = 5, seed: int = 0,
                      device: str | torch.device = "cpu") -> pd.DataFrame:
     """The worst accuracy drop each search finds on ``network``, and the network evaluations it cost.
 
-    Uniform: the budget's width everywhere (rounded down to a choice). Random: the worst of
-    ``random_draws`` seeded random per-input policies. Exhaustive: every static policy within
-    the budget, where that is affordable (``policy.MAX_STATIC_POLICIES``). Learned: the trained
-    policy (its cost is its REINFORCE training).
+    Every search picks its worst case on ``select`` (validation) and is scored on ``score``
+    (test), so no search is scored on the inputs it chose on. Uniform: the budget's width
+    everywhere (rounded down to a choice; nothing to select). Random: the worst of
+    ``random_draws`` seeded random per-input policies, and the worst of as many draws as the
+    learned policy's training cost. Exhaustive: every static policy within the budget, where
+    that is affordable (``bit_policy.MAX_STATIC_POLICIES``). Learned: the trained policy, whose
+    cost is its REINFORCE training plus one scoring pass.
     """
-    n_layers, n = len(network.layer_names), len(split)
+    n_layers, n_select, n_score = len(network.layer_names), len(select), len(score)
     uniform = max(c for c in choices if c <= budget)
-    rand = [evaluate_pair(network, RandomPolicy(n_layers, choices, budget), split, seed + k, device=device)["drop"]
-            for k in range(random_draws)]
+
+    def worst_random(draws: int) -> float:
+        drops = [evaluate_pair(network, RandomPolicy(n_layers, choices, budget), select, seed + k, device=device)["drop"]
+                 for k in range(draws)]
+        best = max(range(draws), key=drops.__getitem__)
+        return evaluate_pair(network, RandomPolicy(n_layers, choices, budget), score, seed + best, device=device)["drop"]
+
+    equal_cost = max(1, min(policy_evaluations // max(n_select, 1), 500))
     try:
-        exhaustive = static_search(network, split, budget, choices, device)
-        worst = {"search": f"exhaustive static ({len(exhaustive)} policies)", "worst drop": exhaustive["drop"].iloc[0],
-                 "network evaluations": len(exhaustive) * n, "policy": str(exhaustive["bits"].iloc[0])}
+        exhaustive = static_search(network, select, budget, choices, device)
+        chosen = exhaustive["bits"].iloc[0]
+        worst = {"search": f"exhaustive static ({len(exhaustive)} policies)",
+                 "worst drop": evaluate_pair(network, StaticPolicy(chosen, choices, budget), score, device=device)["drop"],
+                 "network evaluations": len(exhaustive) * n_select + n_score, "policy": str(chosen)}
     except ValueError as too_many:
         worst = {"search": "exhaustive static (not run)", "worst drop": float("nan"), "network evaluations": 0,
                  "policy": str(too_many)}
-    rows = [
+    return pd.DataFrame([
         {"search": f"uniform {uniform} bits", "worst drop": evaluate_pair(network, StaticPolicy(
-            [uniform] * n_layers, choices, budget), split, device=device)["drop"], "network evaluations": n},
-        {"search": f"random (worst of {random_draws})", "worst drop": max(rand), "network evaluations": random_draws * n},
+            [uniform] * n_layers, choices, budget), score, device=device)["drop"], "network evaluations": n_score},
+        {"search": f"random (worst of {random_draws})", "worst drop": worst_random(random_draws),
+         "network evaluations": random_draws * n_select + n_score},
+        {"search": f"random at the learned policy's cost (worst of {equal_cost})", "worst drop": worst_random(equal_cost),
+         "network evaluations": equal_cost * n_select + n_score},
         worst,
-        {"search": "learned (REINFORCE)", "worst drop": evaluate_pair(network, learned, split, device=device)["drop"],
-         "network evaluations": policy_evaluations + n},
-    ]
-    return pd.DataFrame(rows)
+        {"search": "learned (REINFORCE)", "worst drop": evaluate_pair(network, learned, score, device=device)["drop"],
+         "network evaluations": policy_evaluations + n_score},
+    ])
+
+
+@torch.no_grad()
+def dynamic_gain(network: QuantizedModel, policy: BitPolicy, select: Split, score: Split, budget: float = 4.0,
+                 choices: Sequence[int] = BIT_CHOICES, seed: int = 0, device: str | torch.device = "cpu") -> dict:
+    """Is the failure *dynamic*? The policy's drop against the same widths on the wrong inputs
+    and against the worst static assignment (chosen on ``select``, scored on ``score``).
+
+    ``dynamic gain`` is drop(policy) minus drop(worst static): above 0 only if choosing the
+    widths per input breaks the network more than the worst fixed choice does.
+    """
+    own = evaluate_pair(network, policy, score, device=device)["drop"]
+    shuffled = evaluate_pair(network, ShuffledPolicy(policy, seed), score, device=device)["drop"]
+    statics = static_search(network, select, budget, choices, device)
+    chosen = statics["bits"].iloc[0]
+    static = evaluate_pair(network, StaticPolicy(chosen, choices, budget), score, device=device)["drop"]
+    bits = policy.act(score.x.to(resolve_device(device)), greedy=True).bits
+    assignments, counts = torch.unique(bits, dim=0, return_counts=True)
+    return {"drop (π_D)": own, "drop (π_D shuffled)": shuffled, "worst static (on validation)": str(tuple(chosen)),
+            "drop (worst static)": static, "dynamic gain": own - static, "distinct assignments": len(assignments),
+            "inputs off the commonest assignment (%)": 100 * (1 - float(counts.max()) / len(bits))}

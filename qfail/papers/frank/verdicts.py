@@ -1,7 +1,7 @@
 """Frank & Ardis's findings as verdict rows (:mod:`qfail.verdict`), computed from the chapters' tables.
 
 ``distill_handoff`` judges what stage A hands on, ``pairs_verdicts`` the main-table claims
-(drops of the detrimental and robust pairs, float accuracy), ``pairs_beyond`` what the chapter
+(drops of the detrimental and robust pairs, float accuracy, whether the failure is dynamic), ``pairs_beyond`` what the chapter
 measures that the source does not claim (where the failure lives, the learned policy as a
 search), ``analyses_verdicts`` the figure analyses.
 
@@ -19,12 +19,13 @@ import pandas as pd
 
 from qfail.verdict import Estimate, Rule, decided_count, finding, t_interval
 
-__all__ = ["CATASTROPHE_POINTS", "CATASTROPHIC", "HARMLESS", "SIMILAR_FP", "NEAR_TEACHER", "accuracy_difference",
+__all__ = ["CATASTROPHE_POINTS", "CATASTROPHIC", "HARMLESS", "SIMILAR_FP", "DYNAMIC", "NEAR_TEACHER", "accuracy_difference",
            "auroc_interval", "drop_error", "distill_handoff", "pairs_verdicts", "pairs_beyond", "analyses_verdicts"]
 
 CATASTROPHE_POINTS = 10.0  # a drop of at least this many points counts as a failure (source: 10-65)
 CATASTROPHIC = Rule("the mean drop of the detrimental pairs is above 10 points", low=CATASTROPHE_POINTS)
 HARMLESS = Rule("the mean drop of the robust pairs is below 2 points", high=2.0)
+DYNAMIC = Rule("π_D's drop exceeds the worst static assignment's", low=0.0)
 SIMILAR_FP = Rule("the float accuracies of f_D and f_R differ by less than 2 points", low=-2.0, high=2.0)
 NEAR_TEACHER = Rule("the KD student is less than 2 points below the black box", high=2.0)
 ABOVE_CHANCE = Rule("the AUROC is above 0.5 (a small float margin predicts a flip)", low=0.5)
@@ -64,14 +65,17 @@ def distill_handoff(curve: pd.DataFrame, teacher: str, model: str, inputs: int) 
                  f"{int(best.queries)} queries: {gap.text()} below; agreement {best['agreement with teacher (%)']:.1f} %")])
 
 
-def pairs_verdicts(results: pd.DataFrame) -> pd.DataFrame:
-    """The main table's claims from ``evaluate_pair`` rows (every pair, model and seed)."""
+def pairs_verdicts(results: pd.DataFrame, dynamic: pd.DataFrame) -> pd.DataFrame:
+    """The main table's claims from ``evaluate_pair`` rows (every pair, model and seed) and
+    ``pairs.dynamic_gain`` rows (every model and seed)."""
     what = "(model, seed) instances"
     d = results[results.pair == "(f_D, π_D)"].set_index(["model", "seed"])
     r = results[results.pair == "(f_R, π_R)"].set_index(["model", "seed"])
     d_drop, r_drop = t_interval(d["drop"], "points", what), t_interval(r["drop"], "points", what)
     fp_gap = t_interval(d["FP acc"] - r["FP acc"], "points", what)
     per_model = "; ".join(f"{m}: {g.mean():.1f}" for m, g in d["drop"].groupby(level="model"))
+    gain = t_interval(dynamic["dynamic gain"], "points", what)
+    shuffled = t_interval(dynamic["drop (π_D)"] - dynamic["drop (π_D shuffled)"], "points", what)
     return pd.DataFrame([
         finding("detrimental pairs lose 10-65 points when quantized", "10-65 points; ResNet-18: 24.39",
                 d_drop, CATASTROPHIC, CATASTROPHIC.judge_number(24.39, "ResNet-18: 24.39"),
@@ -80,6 +84,11 @@ def pairs_verdicts(results: pd.DataFrame) -> pd.DataFrame:
                 HARMLESS.judge_number(0.22, "ResNet-18: 0.22")),
         finding("both pairs are about as accurate in full precision", "similar FP accuracy", fp_gap, SIMILAR_FP,
                 _NO_NUMBER, measured=f"FP(f_D) - FP(f_R): {fp_gap.text()}"),
+        finding("the failure is dynamic: the per-input choice of widths breaks the network more than any fixed choice",
+                "the source's setting (activation bits chosen per input); no number", gain, DYNAMIC, "not reported",
+                measured=f"drop under π_D minus drop under the worst static assignment (chosen on validation, scored "
+                         f"on test): {gain.text()}; π_D minus π_D's widths shuffled across inputs: {shuffled.text()}; "
+                         f"{dynamic['distinct assignments'].mean():.1f} distinct assignments on average"),
     ])
 
 

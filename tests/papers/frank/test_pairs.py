@@ -78,14 +78,31 @@ def test_pairs_train_evaluate_and_cross(small_pairs):
             assert torch.equal(a, b)
 
 
-def test_search_baselines_report_drops_and_costs(small_pairs):
+def test_search_baselines_select_on_validation_and_score_on_test(small_pairs):
     s, trained = small_pairs
     d = trained["detrimental"]
-    table = pairs.search_baselines(d.network, d.policy, s.data.test, d.policy_evaluations, 3.0, random_draws=2)
-    assert table["search"].tolist()[0] == "uniform 3 bits" and len(table) == 4
-    exhaustive = pairs.static_search(d.network, s.data.test, 3.0)
-    assert table["worst drop"].iloc[2] == exhaustive["drop"].max()
-    assert table["network evaluations"].iloc[2] == len(exhaustive) * len(s.data.test)
+    val, test = s.data.val, s.data.test
+    table = pairs.search_baselines(d.network, d.policy, val, test, d.policy_evaluations, 3.0, random_draws=2)
+    assert table["search"].tolist()[0] == "uniform 3 bits" and len(table) == 5
+    chosen_on_val = pairs.static_search(d.network, val, 3.0)
+    exhaustive = table[table.search.str.startswith("exhaustive")].iloc[0]
+    scored = pairs.evaluate_pair(d.network, pairs.StaticPolicy(chosen_on_val["bits"].iloc[0], pairs.BIT_CHOICES, 3.0), test)
+    assert exhaustive["worst drop"] == scored["drop"]  # picked on validation, scored on test
+    assert exhaustive["network evaluations"] == len(chosen_on_val) * len(val) + len(test)
+    learned = table[table.search == "learned (REINFORCE)"].iloc[0]
+    assert learned["network evaluations"] == d.policy_evaluations + len(test)
+
+
+def test_dynamic_gain_compares_the_policy_with_its_shuffle_and_the_worst_static(small_pairs):
+    s, trained = small_pairs
+    d = trained["detrimental"]
+    row = pairs.dynamic_gain(d.network, d.policy, s.data.val, s.data.test, 3.0)
+    assert row["dynamic gain"] == pytest.approx(row["drop (π_D)"] - row["drop (worst static)"])
+    assert row["distinct assignments"] >= 1 and 0 <= row["inputs off the commonest assignment (%)"] < 100
+    static = pairs.StaticPolicy([2, 3, 4], pairs.BIT_CHOICES, 3.0)
+    # a static policy shuffled across inputs is the same policy
+    assert pairs.evaluate_pair(d.network, pairs.ShuffledPolicy(static, 1), s.data.test) == \
+        pairs.evaluate_pair(d.network, static, s.data.test)
 
 
 def test_layer_wise_quantization_touches_exactly_the_named_layers(small_pairs):

@@ -14,10 +14,22 @@ def _results(d_drops, r_drops, fp_gaps=(0.5, 0.4, 0.6), cross=(0.5, 0.5)):
     return pd.DataFrame(rows)
 
 
+def _dynamic(gains=(5.0, 6.0, 7.0)):
+    return pd.DataFrame([{"model": "cnn", "seed": i, "drop (π_D)": 30.0, "drop (π_D shuffled)": 20.0,
+                          "dynamic gain": g, "distinct assignments": 3} for i, g in enumerate(gains)])
+
+
+@pytest.mark.parametrize("gains, outcome", [((5.0, 6.0, 7.0), "reproduced"), ((-5.0, -6.0, -7.0), "not reproduced"),
+                                            ((-2.0, 0.5, 3.0), "inconclusive")])
+def test_dynamic_gain_row(gains, outcome):
+    table = verdicts.pairs_verdicts(_results((30.0, 40.0, 35.0), (0.1, 0.2, 0.1)), _dynamic(gains))
+    assert table["verdict"].iloc[3] == outcome
+
+
 @pytest.mark.parametrize("d_drops, outcome", [((30.0, 40.0, 35.0), "reproduced"), ((1.0, 3.0, 2.0), "not reproduced"),
                                               ((5.0, 40.0, 20.0), "inconclusive")])
 def test_detrimental_drop_claim(d_drops, outcome):
-    table = verdicts.pairs_verdicts(_results(d_drops, (0.1, 0.2, 0.1)))
+    table = verdicts.pairs_verdicts(_results(d_drops, (0.1, 0.2, 0.1)), _dynamic())
     assert table["verdict"].iloc[0] == outcome
     assert table["the paper, by this rule"].iloc[0].startswith("holds (ResNet-18: 24.39")
 
@@ -26,8 +38,8 @@ def test_detrimental_drop_claim(d_drops, outcome):
                                                     ((5.0, 6.0, 5.5), (5.0, 6.0, 5.5), "not reproduced"),
                                                     ((0.1, 3.0, 1.0), (0.1, 3.0, 1.0), "inconclusive")])
 def test_robust_drop_and_float_gap(r_drops, gaps, outcome):
-    table = verdicts.pairs_verdicts(_results((30.0, 40.0, 35.0), r_drops, gaps))
-    assert list(table["verdict"].iloc[1:]) == [outcome, outcome]
+    table = verdicts.pairs_verdicts(_results((30.0, 40.0, 35.0), r_drops, gaps), _dynamic())
+    assert list(table["verdict"].iloc[1:3]) == [outcome, outcome]
 
 
 def test_where_the_failure_lives():

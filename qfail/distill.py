@@ -23,11 +23,14 @@ from qfail.checks import check_choice, check_range
 from qfail.data import DataSplits, Split
 from qfail.train import TrainConfig, Trained, train_cached
 
-__all__ = ["kd_loss", "kd_divergence", "QueryBudgetExceeded", "BlackBox", "TEACHERS", "sklearn_teacher",
+__all__ = ["kd_loss", "kd_divergence", "QueryBudgetExceeded", "BlackBox", "TEACHERS", "SKLEARN_TEACHERS",
+           "NETWORK_TEACHERS", "teacher", "sklearn_teacher", "NetworkTeacher", "network_teacher",
            "transfer_inputs", "query_transfer_set", "teacher_log_probs",
            "distill_black_box"]
 
-TEACHERS = ("mlp", "forest", "svm")
+SKLEARN_TEACHERS = ("mlp", "forest", "svm")
+NETWORK_TEACHERS = ("cnn", "resnet")  # networks trained by the project, for image sets of any size
+TEACHERS = SKLEARN_TEACHERS + NETWORK_TEACHERS
 
 
 def kd_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -107,7 +110,7 @@ def sklearn_teacher(data: DataSplits, kind: str = "mlp", seed: int = 0):
     from sklearn.neural_network import MLPClassifier
     from sklearn.svm import SVC
 
-    check_choice("teacher", kind, TEACHERS)
+    check_choice("teacher", kind, SKLEARN_TEACHERS)
     key = (data.fingerprint, kind, seed)
     if key not in _TEACHERS:
         model = {"mlp": lambda: MLPClassifier((128,), max_iter=400, random_state=seed),
@@ -115,6 +118,43 @@ def sklearn_teacher(data: DataSplits, kind: str = "mlp", seed: int = 0):
                  "svm": lambda: SVC(probability=True, random_state=seed)}[kind]()
         _TEACHERS[key] = model.fit(data.train.x.reshape(len(data.train), -1).numpy(), data.train.y.numpy())
     return _TEACHERS[key]
+
+
+class NetworkTeacher:
+    """A network trained on the training split, seen through ``predict_proba`` on flattened
+    inputs only, like the scikit-learn insides (the black box never hands out the module)."""
+
+    def __init__(self, trained: Trained, input_shape: tuple[int, ...], device: str | torch.device = "cpu") -> None:
+        from qfail.train import predict_logits
+
+        model = trained.model.eval()
+
+        def predict_proba(flat: np.ndarray) -> np.ndarray:
+            x = torch.as_tensor(np.asarray(flat), dtype=torch.float32).view(len(flat), *input_shape)
+            return predict_logits(model, x, device=device).softmax(1).numpy()
+
+        self.predict_proba = predict_proba
+
+
+def network_teacher(data: DataSplits, kind: str = "cnn", seed: int = 0, epochs: int = 20,
+                    device: str | torch.device = "cpu") -> NetworkTeacher:
+    """A CNN or ResNet trained (and cached) on the training split: a realistic black box's inside
+    for image sets where a scikit-learn model on flattened pixels is not one."""
+    from qfail.models import build_model
+
+    check_choice("teacher", kind, NETWORK_TEACHERS)
+    config = TrainConfig(epochs=epochs, lr=3e-3, lr_schedule="cosine", seed=seed)
+    trained = train_cached(lambda: build_model(kind, data.input_shape, data.num_classes, seed=seed),
+                           {"teacher": kind, "seed": seed}, data, config, device=device)
+    return NetworkTeacher(trained, data.input_shape, device)
+
+
+def teacher(data: DataSplits, kind: str = "mlp", seed: int = 0, device: str | torch.device = "cpu"):  # noqa: ANN201
+    """The black box's inside, by name (one of ``TEACHERS``): anything with ``predict_proba``."""
+    check_choice("teacher", kind, TEACHERS)
+    if kind in NETWORK_TEACHERS:
+        return network_teacher(data, kind, seed, device=device)
+    return sklearn_teacher(data, kind, seed)
 
 
 def transfer_inputs(train: Split, n: int, seed: int = 0) -> torch.Tensor:

@@ -8,7 +8,8 @@ and transitory points (the analyses of Frank & Ardis's figures 2-4).
   quantized network's fake-quantized values, for histograms.
 - ``corruption_curves`` measures float and quantized accuracy under ``qfail.shift`` corruptions.
 - ``transitory_points`` lists the inputs whose prediction flips from float to quantized, with
-  their float margin and the widths the policy gave them.
+  their float margin and the widths the policy gave them; ``transitory_across_severity``
+  follows them through each corruption's degrees.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from qfail.quant import QuantizedModel
 from qfail.shift import SHIFTS, shift
 
 __all__ = ["LAYER_PROTOCOLS", "quantized_layers", "layer_wise", "activation_samples", "corruption_curves",
-           "transitory_points"]
+           "transitory_points", "transitory_across_severity"]
 
 LAYER_PROTOCOLS = ("up to", "from", "only")
 
@@ -119,3 +120,21 @@ def transitory_points(network: QuantizedModel, policy, split: Split) -> pd.DataF
         frame[f"bits {name}"] = step.bits[:, i].numpy()
     frame["flips"] = (fp_pred == split.y).numpy() & (q_pred != split.y).numpy()
     return frame
+
+
+def transitory_across_severity(network: QuantizedModel, policy, split: Split, corruptions: Sequence[str],
+                               severities: Sequence[int] = (1, 2, 3, 4, 5), seed: int = 0) -> pd.DataFrame:
+    """Transitory points per corruption and severity (0 = clean), followed from the clean set:
+    how many there are, how many of the clean set's are still transitory, and how many are new."""
+    for name in corruptions:
+        check_choice("corruption", name, tuple(SHIFTS))
+    clean = transitory_points(network, policy, split).flips.to_numpy()
+    rows = []
+    for name in corruptions:
+        for s in (0, *severities):
+            shifted = split if s == 0 else Split(shift(split.x, name, s, seed), split.y)
+            flips = transitory_points(network, policy, shifted).flips.to_numpy()
+            rows.append({"corruption": name, "severity": s, "transitory": int(flips.sum()),
+                         "still transitory (of the clean ones)": int((flips & clean).sum()),
+                         "new": int((flips & ~clean).sum()), "clean transitory": int(clean.sum())})
+    return pd.DataFrame(rows)

@@ -39,7 +39,7 @@ def setup(dataset: str = "digits", size: int | None = None, model: str = "cnn", 
     """Data, black box, the answers to ``queries`` queries and the student distilled from them."""
     check_range("queries", queries, 1, integer=True)
     data = load_data(dataset, size=size, seed=seed)
-    inside = distill.sklearn_teacher(data, teacher, seed)
+    inside = distill.teacher(data, teacher, seed, device)
     evaluation = distill.BlackBox(inside.predict_proba)
     teacher_accuracy = 100.0 * float((evaluation.query(data.test.x).argmax(1) == data.test.y).float().mean())
     transfer = distill.query_transfer_set(distill.BlackBox(inside.predict_proba, budget=queries), data, queries, seed)

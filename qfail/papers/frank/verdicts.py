@@ -164,10 +164,13 @@ def analyses_verdicts(layers: pd.DataFrame, deviation: pd.DataFrame, curves: pd.
     mean, count = by.mean(), by.size()
     low_s, high_s = min(curves.severity), max(curves.severity)
 
+    def n(pair: str, severity: int) -> int:  # severity 0 is the clean split, repeated per corruption
+        return inputs if severity == 0 else inputs * int(count[pair, severity])
+
     def growth(pair: str) -> tuple[float, float]:
         (fp0, q0), (fp1, q1) = mean.loc[pair, low_s], mean.loc[pair, high_s]
-        se0 = drop_error(fp0, q0, inputs * int(count[pair, low_s]))
-        se1 = drop_error(fp1, q1, inputs * int(count[pair, high_s]))
+        se0 = drop_error(fp0, q0, n(pair, low_s))
+        se1 = drop_error(fp1, q1, n(pair, high_s))
         return (fp1 - q1) - (fp0 - q0), se0 ** 2 + se1 ** 2
 
     (d_grow, d_var), (r_grow, r_var) = growth("detrimental"), growth("robust")

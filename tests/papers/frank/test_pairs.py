@@ -50,6 +50,17 @@ def test_teacher_is_fitted_once_per_data_kind_and_seed(digits):
         distill.sklearn_teacher(digits, "knn")
 
 
+def test_a_network_can_be_the_black_boxs_inside(digits):
+    inside = distill.network_teacher(digits, "cnn", seed=0, epochs=2)
+    box = distill.BlackBox(inside.predict_proba, budget=100)
+    p = box.query(digits.test.x[:100])
+    assert p.shape == (100, 10) and torch.allclose(p.sum(1), torch.ones(100), atol=1e-5)
+    assert (p.argmax(1) == digits.test.y[:100]).float().mean() > 0.5
+    assert distill.teacher(digits, "forest", 0) is distill.sklearn_teacher(digits, "forest", 0)
+    with pytest.raises(ValueError, match="teacher='lenet' is not allowed; choose one of 'mlp', 'forest', 'svm', 'cnn', 'resnet'"):
+        distill.teacher(digits, "lenet")
+
+
 def test_transfer_inputs_use_real_images_first_then_seeded_copies(digits):
     x = distill.transfer_inputs(digits.train, len(digits.train) + 50, seed=3)
     assert torch.equal(x[:len(digits.train)], digits.train.x) and len(x) == len(digits.train) + 50

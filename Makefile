@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 book: $(STAMP)
+	bash scripts/setup_data.sh
 	$(PY) -m qfail book
 
 test: $(STAMP)
+	bash scripts/setup_data.sh
 	bash tests/setup_browser.sh
 	$(PY) -m pytest
 

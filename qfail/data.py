@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from qfail.checks import check_choice, check_range
 
-__all__ = ["data_present", "DATASETS", "SIZES", "NATURAL_SHIFTS", "Split", "DataSplits", "load_data", "load_natural_shift", "batches", "minibatches",
+__all__ = ["data_present", "read_idx", "debian_fashion_mnist", "DATASETS", "SIZES", "NATURAL_SHIFTS", "Split", "DataSplits", "load_data", "load_natural_shift", "batches", "minibatches",
            "default_data_root"]
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
@@ -116,13 +116,59 @@ _FILES = {"mnist": ("MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/train-images
           "usps": ("usps.t.bz2",)}
 
 
+# Debian's package dataset-fashion-mnist ships the original gzipped IDX files here
+_IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+              "t10k-labels-idx1-ubyte.gz")
+
+
+def debian_fashion_mnist() -> Path:
+    """Where Debian's ``dataset-fashion-mnist`` puts its files (``$QFAIL_FASHION_MNIST`` overrides)."""
+    return Path(os.environ.get("QFAIL_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+
+
+def _idx_present(folder: Path) -> bool:
+    return all((folder / n).exists() for n in _IDX_NAMES)
+
+
 def data_present(name: str, root: str | Path | None = None) -> bool:
     """Whether ``name`` (a data set or natural shift) can be loaded offline: built in, or on disk."""
     if name == "digits":
         return True
     check_choice("dataset", name, tuple(_FILES))
+    if name == "fashion_mnist" and _idx_present(debian_fashion_mnist()):
+        return True
     root = Path(root) if root else default_data_root()
     return any((root / f).exists() for f in _FILES[name])
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format, gzipped or not) as a numpy array.
+
+    Raises ValueError for a file that is not IDX or whose size does not match its header.
+    """
+    import gzip
+
+    raw = (gzip.open if str(path).endswith(".gz") else open)(path, "rb").read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (corrupt or wrong file)")
+    dims = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"{path} holds {body.size} values but its header says {shape} (truncated?)")
+    return body.reshape(shape)
+
+
+def _idx_splits(folder: Path, seed: int) -> tuple[Split, Split, Split]:
+    """Train/val/test from the four IDX files in ``folder``; the validation tenth held out by ``seed``."""
+    x, y, x_test, y_test = (read_idx(folder / n) for n in _IDX_NAMES)
+    x = torch.as_tensor(x.copy()).float().div_(255)[:, None]
+    x_test = torch.as_tensor(x_test.copy()).float().div_(255)[:, None]
+    y, y_test = torch.as_tensor(y.astype(np.int64)), torch.as_tensor(y_test.astype(np.int64))
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    n_val = len(y) // 10
+    val, tr = perm[:n_val], perm[n_val:]
+    return Split(x[tr], y[tr]), Split(x[val], y[val]), Split(x_test, y_test)
 
 
 def _tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,6 +214,8 @@ def load_data(name: str = "digits", size: int | None = None, seed: int = 0, limi
             hold-out of the training set).
         limit: keep at most this many examples per split (for CPU-sized runs).
         root: folder with torchvision's files (default ``$QFAIL_DATA`` or ~/.cache/qfail/data).
+            Fashion-MNIST is read from Debian's ``dataset-fashion-mnist`` files when they are
+            installed and no ``root`` is given (``debian_fashion_mnist``).
         download: let torchvision fetch missing files (needs network).
 
     Raises:
@@ -181,6 +229,8 @@ def load_data(name: str = "digits", size: int | None = None, seed: int = 0, limi
         check_range("limit", limit, 1, integer=True)
     if name == "digits":
         splits = _digits(seed)
+    elif name == "fashion_mnist" and root is None and not download and _idx_present(debian_fashion_mnist()):
+        splits = _idx_splits(debian_fashion_mnist(), seed)  # Debian's copy, offline
     else:
         splits = _torchvision(name, Path(root) if root else default_data_root(), download, seed)
     splits = [Split(_resize(s.x, size), s.y) for s in splits]

@@ -14,9 +14,9 @@ from torch import nn
 
 from qfail.checks import check_choice, check_range
 
-__all__ = ["MODELS", "MLP", "SmallCNN", "CifarResNet", "BasicBlock", "resnet18", "build_model"]
+__all__ = ["MODELS", "MLP", "SmallCNN", "LeNet", "CifarResNet", "BasicBlock", "resnet18", "build_model"]
 
-MODELS = ("mlp", "cnn", "resnet", "resnet18")
+MODELS = ("mlp", "cnn", "lenet1", "lenet5", "resnet", "resnet18")
 
 
 class MLP(nn.Module):
@@ -60,6 +60,36 @@ class SmallCNN(nn.Module):
         if dropout:
             head.append(nn.Dropout(dropout))
         head.append(nn.Linear(c_in * h * w, num_classes))
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class LeNet(nn.Module):
+    """LeNet-1 and LeNet-5 (LeCun et al., 1998), the MNIST models of Hu et al.: two 5x5 conv +
+    ReLU + max-pool blocks and a dense head. Both convolutions pad by 2 so that any side from 8
+    up works (28 gives the classic shapes)."""
+
+    VARIANTS = {"lenet1": ((4, 12), ()), "lenet5": ((6, 16), (120, 84))}
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int = 10, variant: str = "lenet5",
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        check_choice("variant", variant, tuple(self.VARIANTS))
+        check_range("dropout", dropout, 0.0, 0.9)
+        (c1, c2), hidden = self.VARIANTS[variant]
+        c_in, h, w = input_shape
+        self.features = nn.Sequential(nn.Conv2d(c_in, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2))
+        head: list[nn.Module] = [nn.Flatten()]
+        width = c2 * (h // 4) * (w // 4)
+        for units in hidden:
+            head += [nn.Linear(width, units), nn.ReLU()]
+            width = units
+        if dropout:
+            head.append(nn.Dropout(dropout))
+        head.append(nn.Linear(width, num_classes))
         self.classifier = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,5 +161,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int = 10, 
     check_choice("model", name, MODELS)
     if seed is not None:
         torch.manual_seed(seed)
+    if name in LeNet.VARIANTS:
+        return LeNet(tuple(input_shape), num_classes, variant=name, **kwargs)
     cls = {"mlp": MLP, "cnn": SmallCNN, "resnet": CifarResNet, "resnet18": resnet18}[name]
     return cls(tuple(input_shape), num_classes, **kwargs)

@@ -49,8 +49,49 @@ def test_torchvision_mnist_path_with_generated_files(tmp_path):
     assert load_data("mnist", root=tmp_path, size=16).input_shape == (1, 16, 16)
 
 
+def _fake_debian_folder(folder, train=50, test=20):
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", train), ("t10k", test)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 2051)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)), 2049)
+    return folder
+
+
+def test_fashion_mnist_reads_debian_files_offline(tmp_path, monkeypatch):
+    """Debian's dataset-fashion-mnist layout (gzipped IDX in one folder), generated here."""
+    monkeypatch.setenv("QFAIL_FASHION_MNIST", str(_fake_debian_folder(tmp_path / "fm")))
+    monkeypatch.setenv("QFAIL_DATA", str(tmp_path / "empty"))
+    assert data.data_present("fashion_mnist")
+    d = load_data("fashion_mnist", seed=0)
+    assert d.input_shape == (1, 28, 28) and (len(d.train), len(d.val), len(d.test)) == (45, 5, 20)
+    assert torch.equal(d.test.x, load_data("fashion_mnist", seed=1).test.x)
+    assert not torch.equal(d.train.x, load_data("fashion_mnist", seed=1).train.x)  # the validation hold-out moves
+
+
+def test_a_corrupt_idx_file_is_one_clear_line(tmp_path):
+    bad = tmp_path / "train-images-idx3-ubyte.gz"
+    _write_idx(bad, np.zeros((3, 28, 28)), 2051)
+    raw = gzip.open(bad).read()
+    with gzip.open(bad, "wb") as f:
+        f.write(raw[:-10])
+    with pytest.raises(ValueError, match="holds 2342 values but its header says .3, 28, 28. .truncated"):
+        data.read_idx(bad)
+    (tmp_path / "text.gz").write_bytes(gzip.compress(b"hello world"))
+    with pytest.raises(ValueError, match="is not an IDX file"):
+        data.read_idx(tmp_path / "text.gz")
+
+
+@pytest.mark.skipif(not data.debian_fashion_mnist().exists(), reason="apt install dataset-fashion-mnist")
+def test_the_real_fashion_mnist():
+    d = load_data("fashion_mnist")
+    assert (len(d.train), len(d.val), len(d.test)) == (54_000, 6_000, 10_000)
+    assert torch.bincount(d.test.y).tolist() == [1000] * 10
+
+
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
-def test_missing_torchvision_data_gives_one_clear_line(tmp_path, name):
+def test_missing_torchvision_data_gives_one_clear_line(tmp_path, name, monkeypatch):
+    monkeypatch.setenv("QFAIL_FASHION_MNIST", str(tmp_path / "no-debian-copy"))
     with pytest.raises(FileNotFoundError) as err:
         load_data(name, root=tmp_path)
     message = str(err.value)

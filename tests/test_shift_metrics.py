@@ -35,9 +35,22 @@ def test_severity_grows_the_change_and_flat_batches_work(images):
     assert shift.shift(big, "elastic", 3).shape == big.shape
 
 
+@pytest.mark.parametrize("name", ["canny_edges", "dotted_line", "fog", "glass_blur", "motion_blur", "shear",
+                                  "spatter", "stripe", "zigzag"])
+@pytest.mark.parametrize("side", [8, 16, 28])
+def test_mnist_c_corruptions_grow_with_severity(digits, name, side):
+    """Each severity moves the images further from the clean ones (mean absolute change)."""
+    import torchvision.transforms.v2.functional as TF
+
+    x = TF.resize(digits.test.x[:40], [side, side], antialias=True)
+    dist = [float((shift.shift(x, name, s, seed=1) - x).abs().mean()) for s in (1, 2, 3, 4, 5)]
+    assert all(a < b for a, b in zip(dist, dist[1:])), dist
+    assert set(shift.MNIST_C) <= set(shift.SHIFTS) and len(shift.MNIST_C) == 15
+
+
 def test_bad_shift_arguments_are_one_line(images):
-    with pytest.raises(ValueError, match="shift='fog' is not allowed; choose one of 'gaussian_noise'"):
-        shift.shift(images, "fog", 1)
+    with pytest.raises(ValueError, match="shift='frost' is not allowed; choose one of 'gaussian_noise'"):
+        shift.shift(images, "frost", 1)
     with pytest.raises(ValueError, match="severity=6 is not allowed; choose one of 0..5"):
         shift.shift(images, "brightness", 6)
     with pytest.raises(ValueError, match="square images"):

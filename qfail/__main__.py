@@ -2,7 +2,7 @@
 
     python -m qfail list                            # chapters and their parameters
     python -m qfail run primer -p bits 4 -p seed 1  # run a chapter with papermill
-    python -m qfail book [--force]                  # build the whole book (offline)
+    python -m qfail book [--force] [--no-solutions] # build the whole book (offline)
 
 Errors in the command line (an unknown chapter, parameter or value) and errors raised inside a
 chapter are printed as one line on stderr, with exit status 2 and 1 respectively.
@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list chapters and their parameters")
     book = sub.add_parser("book", help="build the book into _build/html")
     book.add_argument("--force", action="store_true", help="re-execute every chapter")
+    book.add_argument("--no-solutions", dest="solutions", action="store_false",
+                      help="leave the exercises' solutions out (a copy for students, in _build/student/html)")
     return parser
 
 
@@ -49,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from qfail.site.book import build_book
 
-            seconds = build_book(force=args.force)
-            print(f"book built in {seconds:.0f} s: {Path('_build/html/index.html').resolve()}")
+            seconds = build_book(force=args.force, solutions=args.solutions)
+            html = Path("_build/html" if args.solutions else "_build/student/_build/html")
+            print(f"book built in {seconds:.0f} s: {(html / 'index.html').resolve()}")
     except runner.ParameterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

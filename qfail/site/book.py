@@ -73,13 +73,27 @@ def fetch_assets(dest: Path = ASSETS) -> Path:
     return dest
 
 
-def build_book(root: Path = ROOT, force: bool = False, strict: bool = True) -> float:
+def _student_config(root: Path) -> Path:
+    """``_config.yml`` with every exercise's solution left out, reading the same execution cache."""
+    import yaml
+
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
+    config.setdefault("execute", {})["cache"] = str(root / "_build" / ".jupyter_cache")
+    path = root / "_build" / "_config.student.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def build_book(root: Path = ROOT, force: bool = False, strict: bool = True, solutions: bool = True) -> float:
     """Build ``root`` with jupyter-book; return the wall time in seconds.
 
     The chapters are executed first, in parallel, into the execution cache
     (:func:`qfail.site.execute.execute_chapters`); jupyter-book then renders from the cache.
 
-    ``force`` drops the execution cache first (jupyter-cache keys only on code cells, so a change
+    Without ``solutions`` the book goes to ``_build/student/html`` with every exercise's solution
+    left out (sphinx-exercise's ``hide_solutions``), for students. ``force`` drops the execution cache first (jupyter-cache keys only on code cells, so a change
     inside qfail alone would not re-execute a chapter) and rebuilds every page (Sphinx would
     otherwise skip the chapters whose source did not change). Warnings are errors when ``strict``.
     """
@@ -95,12 +109,16 @@ def build_book(root: Path = ROOT, force: bool = False, strict: bool = True) -> f
     execute_chapters(root, root / "_build" / ".jupyter_cache", previous=previous)
     write_scorecard(cached_notebooks(root, root / "_build" / ".jupyter_cache"), root / "book" / "scorecard.md")
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--keep-going"]
+    html = root / "_build" / "html"
+    if not solutions:
+        cmd += ["--config", str(_student_config(root)), "--path-output", str(root / "_build" / "student")]
+        html = root / "_build" / "student" / "_build" / "html"
     if strict:
         cmd.append("-W")
     if force:
         cmd.append("--all")
     subprocess.run(cmd, check=True, cwd=root)
-    place_widget_fonts(root / "_build" / "html", root / "book" / "_assets")
+    place_widget_fonts(html, root / "book" / "_assets")
     seconds = time.perf_counter() - start
     print(build_report(root / "_build", seconds))
     return seconds

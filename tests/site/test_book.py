@@ -220,6 +220,31 @@ def test_scorecard_lists_every_chapters_findings_in_browser(server, executed):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+def test_every_chapter_has_objectives_and_exercises_whose_solutions_open(server):
+    """Each chapter page: a learning-objectives box, at least four exercises, and a solution that is
+    folded until its title is clicked. The glossary and teaching pages are in the book."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        for chapter in SMALL:
+            page.goto(f"{server}/notebooks/{chapter}.html", wait_until="load")
+            assert page.locator(".admonition.objectives li").count() >= 3, chapter
+            assert page.locator("div.exercise").count() >= 4, chapter
+            solution = page.locator("div.solution").first
+            body = solution.locator("section, p").last
+            assert not body.is_visible(), chapter  # folded by default
+            solution.locator(".admonition-title").first.click()
+            body.wait_for(state="visible", timeout=5_000)
+            assert page.locator("a.reference.internal[href*='glossary']").count() >= 1, chapter
+        for doc, text in (("glossary", "transitory point"), ("teaching", "A 90-minute lab")):
+            page.goto(f"{server}/book/{doc}.html", wait_until="load")
+            assert text in page.inner_text("main"), doc
+        browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
 def test_two_nested_controls_respond_in_browser(server):
     """The Moon chapter's bits x eps switcher: each slider swaps what is visible."""
     with _widget_page(server, "notebooks/moon.html") as page:

@@ -233,9 +233,9 @@ def test_every_chapter_has_objectives_and_exercises_whose_solutions_open(server)
             assert page.locator(".admonition.objectives li").count() >= 3, chapter
             assert page.locator("div.exercise").count() >= 4, chapter
             solution = page.locator("div.solution").first
-            body = solution.locator("section, p").last
+            body = solution.locator("section").first
             assert not body.is_visible(), chapter  # folded by default
-            solution.locator(".admonition-title").first.click()
+            solution.locator("button.toggle-button").first.click()
             body.wait_for(state="visible", timeout=5_000)
             assert page.locator("a.reference.internal[href*='glossary']").count() >= 1, chapter
         for doc, text in (("glossary", "transitory point"), ("teaching", "A 90-minute lab")):

@@ -19,7 +19,7 @@ def test_resnet20_depth():
     assert len(convs) == 19  # 1 stem + 9 blocks x 2
     with pytest.raises(ValueError, match="depth=21 is not allowed"):
         build_model("resnet", (3, 32, 32), depth=21)
-    with pytest.raises(ValueError, match="model='vgg' is not allowed; choose one of 'mlp', 'cnn', 'resnet'"):
+    with pytest.raises(ValueError, match="model='vgg' is not allowed; choose one of 'mlp', 'cnn', 'lenet1', 'lenet5', 'resnet'"):
         build_model("vgg", (3, 32, 32))
 
 

@@ -12,7 +12,7 @@ SMALL = {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bits": "4"}
 
 
 @pytest.mark.parametrize("given, message", [
-    ({"bitz": "4"}, "unknown parameter 'bitz' for chapter 'primer'; allowed: seed, model,"),
+    ({"bitz": "4"}, "unknown parameter 'bitz' for chapter 'primer'; allowed: seed, dataset, size, model,"),
     ({"bits": "7"}, "parameter bits='7' is not allowed for chapter 'primer'; expected one of 2, 3, 4, 5, 6, 8"),
     ({"seed": "one"}, "parameter seed='one' is not allowed for chapter 'primer'; expected an integer"),
     ({"seed": "1.5"}, "expected an integer"),

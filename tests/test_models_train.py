@@ -90,3 +90,13 @@ def test_device_validation():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device='cuda' is not available"):
             qfail.train.resolve_device("cuda")
+
+
+@pytest.mark.parametrize("name, convs, dense", [("lenet1", (4, 12), 1), ("lenet5", (6, 16), 3)])
+@pytest.mark.parametrize("side", [8, 16, 28])
+def test_lenets_have_the_sources_layers_at_any_side(name, convs, dense, side):
+    net = qfail.build_model(name, (1, side, side), seed=0, dropout=0.25)
+    assert net(torch.rand(3, 1, side, side)).shape == (3, 10)
+    assert tuple(m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)) == convs
+    assert sum(isinstance(m, torch.nn.Linear) for m in net.modules()) == dense
+    assert any(isinstance(m, torch.nn.Dropout) for m in net.modules())

@@ -71,19 +71,27 @@ class PolicyStep:
 
 
 class BitPolicy(nn.Module):
-    """x -> per-layer categorical over ``choices`` (a small MLP on the flattened input)."""
+    """x -> per-layer categorical over ``choices`` (a small MLP on the flattened input).
+
+    With ``observe`` the MLP sees ``observe(x)`` instead of the pixels, for example the network's
+    own early activations (``pairs.early_features``): features that say more about where the
+    network is fragile than raw pixels do. ``input_shape`` is then the shape of those features.
+    """
 
     def __init__(self, input_shape: Sequence[int], n_layers: int, choices: Sequence[int] = BIT_CHOICES,
-                 budget: float = 4.0, hidden: int = 64) -> None:
+                 budget: float = 4.0, hidden: int = 64,
+                 observe: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
         self.register_buffer("widths", check_space(choices, budget))
         self.choices, self.budget, self.n_layers = tuple(choices), float(budget), n_layers
+        self.observe = observe
         n_in = int(torch.tensor(input_shape).prod())
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(n_in, hidden), nn.ReLU(),
                                  nn.Linear(hidden, n_layers * len(self.choices)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).view(len(x), self.n_layers, len(self.choices))
+        seen = x if self.observe is None else self.observe(x).detach()
+        return self.net(seen).view(len(x), self.n_layers, len(self.choices))
 
     def act(self, x: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> PolicyStep:
         """Sample (or take the most likely) widths and project them onto the budget."""

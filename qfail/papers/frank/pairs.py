@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -43,10 +43,12 @@ from qfail.papers.frank.bit_policy import (
 from qfail.quant import QuantConfig, QuantizedModel, quantize_model
 from qfail.train import Trained, resolve_device, seed_everything
 
-__all__ = ["KINDS", "PairConfig", "Pair", "dynamic_network", "train_pair", "train_pair_cached", "run_policy",
+__all__ = ["KINDS", "POLICY_INPUTS", "PairConfig", "Pair", "dynamic_network", "early_features", "make_policy",
+           "train_pair", "train_pair_cached", "run_policy",
            "evaluate_pair", "static_search", "search_baselines", "dynamic_gain"]
 
 KINDS = ("robust", "detrimental")
+POLICY_INPUTS = ("pixels", "features")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class PairConfig:
     retain_epochs: int = 4  # stage C: KD(FP) only
     batch_size: int = 64
     weight_bits: int = 32  # weights stay float unless set (the source quantizes activations per input)
+    policy_input: str = "pixels"  # what the policy sees: the input, or the network's first-layer "features"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -75,6 +78,7 @@ class PairConfig:
         check_range("cap", self.cap, 0.0, 100.0)
         check_range("retain_epochs", self.retain_epochs, 0, 1000, integer=True)
         check_bits("weight_bits", self.weight_bits)
+        check_choice("policy_input", self.policy_input, POLICY_INPUTS)
         check_space(self.choices, self.budget)
 
 
@@ -93,6 +97,29 @@ class Pair:
 def dynamic_network(student: nn.Module, weight_bits: int = 32) -> QuantizedModel:
     """A copy of ``student`` whose activations are quantized per input (BatchNorm folded)."""
     return quantize_model(copy.deepcopy(student).eval(), QuantConfig(act_mode="dynamic"), (weight_bits, 8))
+
+
+def early_features(network: QuantizedModel) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> the float output of the network's first quantizable layer, flattened (no gradient):
+    what the network itself makes of an input, for a policy to condition on."""
+    first = next(iter(network.layers.values()))
+
+    @torch.no_grad()
+    def features(x: torch.Tensor) -> torch.Tensor:
+        with network.full_precision():
+            return first(x).flatten(1)
+
+    return features
+
+
+def make_policy(network: QuantizedModel, input_shape: Sequence[int], config: PairConfig) -> BitPolicy:
+    """The bit policy of a pair, seeing the pixels or the network's early features."""
+    n_layers = len(network.layer_names)
+    if config.policy_input == "pixels":
+        return BitPolicy(input_shape, n_layers, config.choices, config.budget)
+    observe = early_features(network)
+    probe = observe(torch.zeros(1, *input_shape, device=next(network.parameters()).device))
+    return BitPolicy(probe.shape[1:], n_layers, config.choices, config.budget, observe=observe)
 
 
 def run_policy(network: QuantizedModel, step: PolicyStep, x: torch.Tensor) -> torch.Tensor:
@@ -164,7 +191,7 @@ def train_pair(student: nn.Module, transfer: Split, config: PairConfig,
     gen = seed_everything(config.seed)
     start = time.perf_counter()
     net = dynamic_network(student, config.weight_bits).to(device)
-    policy = BitPolicy(transfer.x.shape[1:], len(net.layer_names), config.choices, config.budget).to(device)
+    policy = make_policy(net, transfer.x.shape[1:], config).to(device)
     net_opt = torch.optim.Adam(net.parameters(), lr=config.net_lr)
     pol_opt = torch.optim.Adam(policy.parameters(), lr=config.policy_lr)
     rows, baseline = [], None
@@ -193,7 +220,8 @@ def train_pair_cached(student: Trained, transfer: DataSplits, config: PairConfig
     device = resolve_device(device)
     net = dynamic_network(student.model, config.weight_bits)
     net.load_state_dict(stored["network"])
-    policy = BitPolicy(transfer.input_shape, len(net.layer_names), config.choices, config.budget)
+    net = net.to(device)
+    policy = make_policy(net, transfer.input_shape, config)
     policy.load_state_dict(stored["policy"])
     return Pair(config, net.to(device).eval(), policy.to(device).eval(), pd.DataFrame(stored["history"]),
                 stored["seconds"], stored["evaluations"])

@@ -161,3 +161,15 @@ def test_transfer_set_keeps_the_teacher_answers_beside_the_labels(digits):
     assert batch.teacher.shape == (64, 10) and torch.allclose(batch.teacher.sum(1), torch.ones(64), atol=1e-5)
     with pytest.raises(ValueError, match="no teacher answers"):
         distill.teacher_log_probs(digits.train)
+
+
+def test_a_policy_can_see_the_networks_early_features(small_pairs):
+    s, _ = small_pairs
+    config = pairs.PairConfig(rounds=1, retain_epochs=0, budget=3.0, policy_input="features", kind="detrimental")
+    pair = pairs.train_pair(s.student.model, s.transfer.train, config)
+    features = pairs.early_features(pair.network)(s.data.test.x[:5])
+    assert pair.policy.net[1].in_features == features.shape[1] != s.data.test.x[0].numel()
+    row = pairs.evaluate_pair(pair.network, pair.policy, s.data.test)
+    assert row["mean bits"] <= 3.0 + 1e-9
+    with pytest.raises(ValueError, match="policy_input='logits' is not allowed; choose one of 'pixels', 'features'"):
+        pairs.PairConfig(policy_input="logits")

@@ -101,12 +101,13 @@ def wilson(count: int, total: int, scale: float = 100.0, unit: str = "%", what: 
                     f"Wilson over {total} {what}", unit, digits)
 
 
-def decided_count(outcomes: Sequence[str], what: str) -> Estimate:
+def decided_count(outcomes: Sequence[str], what: str, judged: str = "each judged on its own interval") -> Estimate:
     """How many cells a claim holds in, as an interval: decided cells count, undecided ones may go
-    either way (low: only the reproduced, high: the reproduced and the inconclusive)."""
+    either way (low: only the reproduced, high: the reproduced and the inconclusive). ``judged``
+    says how each cell was decided, for the row's basis."""
     wins = sum(o == "reproduced" for o in outcomes)
     open_ = sum(o == "inconclusive" for o in outcomes)
-    return Estimate(wins + open_ / 2, wins, wins + open_, f"{len(outcomes)} {what}, each judged on its own interval",
+    return Estimate(wins + open_ / 2, wins, wins + open_, f"{len(outcomes)} {what}, {judged}",
                     f"of {len(outcomes)}", digits=1 if open_ % 2 else 0)
 
 

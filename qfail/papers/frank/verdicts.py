@@ -158,7 +158,8 @@ def analyses_verdicts(layers: pd.DataFrame, deviation: pd.DataFrame, curves: pd.
 
     layer_cells = ["reproduced" if dv > rv else "not reproduced"
                    for dv, rv in zip(deviation["detrimental"], deviation["robust"])]
-    layers_count = decided_count(layer_cells, "layers (point values over every activation)")
+    layers_count = decided_count(layer_cells, "layers", "each compared on its value over every activation of the "
+                                                       "test split, one seed")
 
     by = curves.groupby(["pair", "severity"])[["FP acc", "Q acc"]]
     mean, count = by.mean(), by.size()

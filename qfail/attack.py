@@ -26,7 +26,7 @@ from torch import nn
 from qfail.checks import check_choice, check_range
 
 __all__ = ["NORMS", "ATTACKS", "fgsm", "pgd", "attack", "transfer", "adversarial_examples", "accuracy_on",
-           "robust_accuracy", "autoattack"]
+           "robust_accuracy", "autoattack", "correct_on"]
 
 NORMS = ("linf", "l2")
 ATTACKS = ("fgsm", "pgd")
@@ -141,12 +141,17 @@ def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, nam
 
 
 @torch.no_grad()
+def correct_on(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
+               device: str | torch.device = "cpu") -> torch.Tensor:
+    """Per input, whether ``model`` classifies it correctly (a bool tensor on the CPU)."""
+    return torch.cat([_predict(model, x[i:i + batch_size].to(device)).cpu() == y[i:i + batch_size]
+                      for i in range(0, len(y), batch_size)]) if len(y) else torch.zeros(0, dtype=torch.bool)
+
+
 def accuracy_on(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
                 device: str | torch.device = "cpu") -> float:
     """Accuracy (%) of ``model`` on fixed inputs (adversarial ones made elsewhere, say)."""
-    correct = sum(int((_predict(model, x[i:i + batch_size].to(device)).cpu() == y[i:i + batch_size]).sum())
-                  for i in range(0, len(y), batch_size))
-    return 100.0 * correct / max(len(y), 1)
+    return 100.0 * int(correct_on(model, x, y, batch_size, device).sum()) / max(len(y), 1)
 
 
 def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, eps: float,

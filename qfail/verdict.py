@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["OUTCOMES", "MIME", "Estimate", "Rule", "t_interval", "bootstrap", "wilson", "decided_count",
+__all__ = ["OUTCOMES", "MIME", "Estimate", "Rule", "t_interval", "bootstrap", "wilson", "accuracy_error", "decided_count",
            "combine", "finding", "show", "summary", "COLUMNS"]
 
 OUTCOMES = ("reproduced", "partly", "not reproduced", "inconclusive")
@@ -99,6 +99,13 @@ def wilson(count: int, total: int, scale: float = 100.0, unit: str = "%", what: 
     rate = proportion(int(count), int(total))
     return Estimate(scale * rate.value, scale * rate.low, scale * rate.high,
                     f"Wilson over {total} {what}", unit, digits)
+
+
+def accuracy_error(accuracy, inputs: int):  # noqa: ANN001, ANN201 - a float or a numpy array, in percent
+    """Binomial standard error (points) of an accuracy in percent on ``inputs`` inputs, with
+    Agresti and Coull's adjustment, so that 0 or 100 % on a few inputs still has an error."""
+    p = (np.clip(np.asarray(accuracy, dtype=float) / 100, 0, 1) * inputs + 2) / (inputs + 4)
+    return 100 * np.sqrt(p * (1 - p) / (inputs + 4))
 
 
 def decided_count(outcomes: Sequence[str], what: str, judged: str = "each judged on its own interval") -> Estimate:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from qfail.verdict import Estimate, Rule, decided_count, finding, t_interval
+from qfail.verdict import Estimate, Rule, accuracy_error, decided_count, finding, t_interval
 
 __all__ = ["CATASTROPHE_POINTS", "CATASTROPHIC", "HARMLESS", "SIMILAR_FP", "DYNAMIC", "NEAR_TEACHER", "accuracy_difference",
            "auroc_interval", "drop_error", "distill_handoff", "pairs_verdicts", "pairs_beyond", "analyses_verdicts"]
@@ -36,8 +36,7 @@ def accuracy_difference(terms: Sequence[tuple[float, float]], inputs: int, basis
     """sum(sign * accuracy) over ``terms`` (points), with a normal interval from the binomial error
     of each accuracy on ``inputs`` inputs, the terms treated as independent (one seed)."""
     value = float(sum(sign * acc for sign, acc in terms))
-    adjusted = [(acc / 100 * inputs + 2) / (inputs + 4) for _, acc in terms]  # Agresti-Coull
-    var = sum((100 * math.sqrt(p * (1 - p) / (inputs + 4))) ** 2 for p in adjusted)
+    var = sum(float(accuracy_error(acc, inputs)) ** 2 for _, acc in terms)
     half = 1.96 * math.sqrt(var)
     return Estimate(value, value - half, value + half, basis or f"binomial errors over {inputs} test inputs, one seed",
                     "points")

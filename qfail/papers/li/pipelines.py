@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from qfail.attack import ATTACKS, NORMS, accuracy_on, adversarial_examples, autoattack
+from qfail.attack import ATTACKS, NORMS, accuracy_on, adversarial_examples, autoattack, correct_on
 from qfail.checks import check_choice, check_range
 from qfail.data import DataSplits
 from qfail.quant import QuantizedModel
@@ -241,11 +241,6 @@ def surrogate_accuracy(qm: QuantizedModel, data: DataSplits, a: Attack, limit: i
     return accuracy_on(qm, surrogate_examples(qm, data, a, limit, seed, device), _test(data, limit).y, device=device)
 
 
-@torch.no_grad()
-def _survives(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str | torch.device) -> torch.Tensor:
-    return torch.cat([model(x[i:i + 512].to(device)).argmax(1).cpu() == y[i:i + 512] for i in range(0, len(y), 512)])
-
-
 def autoattack_accuracy(model: nn.Module, data: DataSplits, a: Attack, limit: int | None = None, seed: int = 0,
                         device: str | torch.device = "cpu", survivors: torch.Tensor | None = None) -> float:
     """Accuracy (%) of ``model`` under AutoAttack's parameter-free attacks at ``a``'s norm and budget.
@@ -255,12 +250,12 @@ def autoattack_accuracy(model: nn.Module, data: DataSplits, a: Attack, limit: in
     robust only if it survived them all (AutoAttack's own per-input worst case).
     """
     test = _test(data, limit)
-    alive = _survives(model, test.x, test.y, device) if survivors is None else survivors
+    alive = correct_on(model, test.x, test.y, device=device) if survivors is None else survivors
     idx = alive.nonzero().flatten()
     if len(idx) == 0:
         return 0.0
     adv = autoattack(model, test.x[idx], test.y[idx], a.eps, a.norm, seed=seed, device=device)
-    return 100.0 * float(_survives(model, adv, test.y[idx], device).sum()) / len(test.y)
+    return 100.0 * float(correct_on(model, adv, test.y[idx], device=device).sum()) / len(test.y)
 
 
 def float_rows(float_models: Mapping[str, Trained], data: DataSplits, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
@@ -305,9 +300,9 @@ def run_matrix(cells: Sequence[Cell], float_models: Mapping[str, Trained], data:
                 bpda = surrogate_examples(qm.model, data, surrogate, limit, seed, device)
                 result[f"{surrogate.label} surrogate"] = accuracy_on(qm.model, bpda, y, device=device)
                 if autoattack:  # on what survived white-box, transfer and surrogate: all of them together
-                    alive = _survives(qm.model, crafted[surrogate.label], y, device) & _survives(qm.model, bpda, y, device)
+                    alive = correct_on(qm.model, crafted[surrogate.label], y, device=device) & correct_on(qm.model, bpda, y, device=device)
                     if sets is not None:
-                        alive &= _survives(qm.model, sets[surrogate.label], y, device)
+                        alive &= correct_on(qm.model, sets[surrogate.label], y, device=device)
                     result[f"{surrogate.label} AutoAttack"] = autoattack_accuracy(qm.model, data, surrogate, limit,
                                                                                   seed, device, alive)
             done[key] = (qm, result)

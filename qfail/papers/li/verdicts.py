@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from qfail.papers.li.pipelines import transfer_source
-from qfail.verdict import Estimate, Rule, decided_count, finding
+from qfail.verdict import Estimate, Rule, accuracy_error, decided_count, finding
 
 __all__ = ["USABLE_DROP", "GAINS", "HELPS_SOMEWHERE", "KEEPS_MOST", "paired", "difference", "ratio", "verdict_table"]
 
@@ -36,19 +36,12 @@ def paired(rows: pd.DataFrame, column: str, a: str, b: str, on: Sequence[str], v
     return pd.concat({a: left, b: right}, axis=1).dropna()
 
 
-def _se(accuracy: np.ndarray, inputs: int) -> np.ndarray:
-    """Binomial standard error (points) with Agresti and Coull's adjustment, so that an accuracy
-    of 0 or 100 % on a few inputs still has an error."""
-    p = (np.clip(accuracy / 100, 0, 1) * inputs + 2) / (inputs + 4)
-    return 100 * np.sqrt(p * (1 - p) / (inputs + 4))
-
-
 def difference(pairs: pd.DataFrame, inputs: int) -> Estimate:
     """Mean of first minus second column (points), with the conservative interval of the module doc."""
     if pairs.empty:
         return Estimate(float("nan"), float("nan"), float("nan"), "no matched cells", "points")
     a, b = pairs.iloc[:, 0].to_numpy(float), pairs.iloc[:, 1].to_numpy(float)
-    half = 1.96 * float(np.mean(np.sqrt(_se(a, inputs) ** 2 + _se(b, inputs) ** 2)))
+    half = 1.96 * float(np.mean(np.sqrt(accuracy_error(a, inputs) ** 2 + accuracy_error(b, inputs) ** 2)))
     mean = float(np.mean(a - b))
     return Estimate(mean, mean - half, mean + half,
                     f"{len(pairs)} matched cells x {inputs} attacked inputs, one seed", "points")
@@ -60,7 +53,7 @@ def ratio(pairs: pd.DataFrame, inputs: int) -> Estimate:
     if pairs.empty or (b <= 0).any():
         return Estimate(float("nan"), float("nan"), float("nan"), "no matched cells with robust accuracy", "%")
     r = a / b
-    se = r * np.sqrt((_se(a, inputs) / np.maximum(a, 1e-9)) ** 2 + (_se(b, inputs) / b) ** 2)
+    se = r * np.sqrt((accuracy_error(a, inputs) / np.maximum(a, 1e-9)) ** 2 + (accuracy_error(b, inputs) / b) ** 2)
     mean, half = float(100 * r.mean()), float(100 * 1.96 * se.mean())
     return Estimate(mean, mean - half, mean + half,
                     f"{len(pairs)} matched cells x {inputs} attacked inputs, one seed (delta method)", "%")

@@ -49,6 +49,9 @@ def _execute(path: str, timeout: int) -> tuple[str, dict | None, float, str | No
     """Worker: run one chapter; return (path, executed notebook as JSON, seconds, error line)."""
     from jupyter_cache.executors.utils import single_nb_execution
 
+    from qfail.site.widgets import STATIC_ENV
+
+    os.environ[STATIC_ENV] = "1"  # this worker's kernels render every widget panel for the page
     nb = _read(Path(path))
     result = single_nb_execution(nb, cwd=str(Path(path).parent), allow_errors=False, timeout=timeout,
                                  meta_override=True)

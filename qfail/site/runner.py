@@ -284,6 +284,8 @@ def run_chapter(chapter: str, parameters: dict[str, Any] | None = None, out_dir:
     import nbformat
     import papermill
 
+    from qfail.site.widgets import static_pages
+
     values = coerce_parameters(chapter, parameters or {}, notebook_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -294,8 +296,9 @@ def run_chapter(chapter: str, parameters: dict[str, Any] | None = None, out_dir:
     with tempfile.TemporaryDirectory(prefix=f".{chapter}-", dir=out_dir) as tmp:
         executed = Path(tmp) / target.name
         try:
-            papermill.execute_notebook(nb, str(executed), parameters=values, cwd=str(notebook_dir),
-                                       kernel_name="python3", progress_bar=False, execution_timeout=timeout)
+            with static_pages():  # the saved notebook's widgets work without a kernel
+                papermill.execute_notebook(nb, str(executed), parameters=values, cwd=str(notebook_dir),
+                                           kernel_name="python3", progress_bar=False, execution_timeout=timeout)
         except papermill.PapermillExecutionError as err:
             raise ChapterError(f"chapter {chapter!r} failed: {err.ename}: {err.evalue}") from None
         figures = _save_figures(nbformat.read(executed, as_version=4), Path(tmp), chapter)

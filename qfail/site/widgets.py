@@ -7,16 +7,38 @@ so moving the slider in the rendered HTML swaps panels without Python (ipywidget
 links persist when embedding widgets in html web pages without a kernel").
 
 Several controls nest: the first control selects among Stacks, each indexed by the second, and
-so on; every inner Stack is linked to its control. In a live kernel (Jupyter, Binder) the same
-call with ``precompute=False`` renders only the initial panel and computes the others on demand.
+so on; every inner Stack is linked to its control. In a live kernel (Jupyter, Binder, Colab) the
+same call renders only the initial panel and computes the others on demand, when a control moves.
+Which of the two happens follows ``$QFAIL_STATIC_WIDGETS``: the book's build and
+``python -m qfail run`` set it (:func:`static_pages`) for the kernels they start, because their
+notebooks are saved and read later with no kernel behind them.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+from collections.abc import Iterator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["switcher"]
+__all__ = ["switcher", "static_pages", "STATIC_ENV"]
+
+STATIC_ENV = "QFAIL_STATIC_WIDGETS"
+
+
+@contextlib.contextmanager
+def static_pages() -> Iterator[None]:
+    """Kernels started inside this block precompute every panel (their notebook is saved)."""
+    before = os.environ.get(STATIC_ENV)
+    os.environ[STATIC_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[STATIC_ENV]
+        else:
+            os.environ[STATIC_ENV] = before
 
 
 def _control(name: str, values: Sequence[Any], labels: Sequence[str] | None):
@@ -46,7 +68,7 @@ def _render_into(out, render: Callable[..., Any], kwargs: Mapping[str, Any]) -> 
 
 def switcher(controls: Mapping[str, Sequence[Any]], render: Callable[..., Any], *,
              labels: Mapping[str, Sequence[str]] | None = None, initial: Mapping[str, Any] | None = None,
-             precompute: bool = True):
+             precompute: bool | None = None):
     """A box of controls over precomputed panels ``render(**{name: value, ...})``.
 
     Args:
@@ -55,7 +77,9 @@ def switcher(controls: Mapping[str, Sequence[Any]], render: Callable[..., Any], 
             DataFrame, HTML) and/or leave matplotlib figures open; both are shown.
         labels: optional display labels per control.
         initial: the value each control shows first (default: its first value).
-        precompute: render every combination now (needed for the static page).
+        precompute: render every combination now (needed for a saved page). ``None``: when
+            ``$QFAIL_STATIC_WIDGETS`` is 1 (the book, ``python -m qfail run``); otherwise the
+            panels are computed when a control first selects them.
 
     Returns:
         an ``ipywidgets.VBox`` (controls on top, the panel below) ready to display.
@@ -65,6 +89,8 @@ def switcher(controls: Mapping[str, Sequence[Any]], render: Callable[..., Any], 
     """
     import ipywidgets as W
 
+    if precompute is None:
+        precompute = os.environ.get(STATIC_ENV) == "1"
     if not controls:
         raise ValueError("controls is empty; pass at least one {name: values}")
     names = list(controls)

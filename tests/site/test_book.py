@@ -105,6 +105,17 @@ def test_pages_exist_with_widget_state_and_local_scripts(site):
         "Frank" in (site / "book" / "references.html").read_text()
 
 
+def test_every_chapters_launch_links_open_a_notebook_of_the_repository(site):
+    """Colab and Binder open ``notebooks/<chapter>.ipynb``: a file the repository holds."""
+    root = Path(__file__).resolve().parents[2]
+    for chapter in SMALL:
+        page = (site / "notebooks" / f"{chapter}.html").read_text()
+        colab = re.findall(r'href="https://colab\.research\.google\.com/github/[^/]+/[^/]+/blob/[^/]+/([^"]+)"', page)
+        binder = re.findall(r'href="https://mybinder\.org/v2/gh/[^"?]+\?urlpath=tree/([^"]+)"', page)
+        assert colab == binder == [f"notebooks/{chapter}.ipynb"], (chapter, colab, binder)
+        assert (root / colab[0]).is_file()
+
+
 @pytest.fixture(scope="module")
 def server(site):
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))

@@ -1,8 +1,10 @@
+import os
+
 import ipywidgets as W
 import matplotlib.pyplot as plt
 import pytest
 
-from qfail.site.widgets import switcher
+from qfail.site.widgets import STATIC_ENV, static_pages, switcher
 
 
 def _outputs(widget):
@@ -19,7 +21,7 @@ def test_precomputes_every_panel_and_links_in_js():
         plt.figure(); plt.plot([bits])
         return f"{part}@{bits}"
 
-    box = switcher({"bits": [2, 4, 8], "part": ["weights", "both"]}, render, initial={"bits": 4})
+    box = switcher({"bits": [2, 4, 8], "part": ["weights", "both"]}, render, initial={"bits": 4}, precompute=True)
     assert sorted(calls) == sorted((b, p) for b in (2, 4, 8) for p in ("weights", "both"))
     assert len(_outputs(box)) == 6  # (what they capture is checked on an executed notebook, test_runner)
     slider, buttons = box.children[0].children
@@ -38,6 +40,61 @@ def test_lazy_mode_renders_on_demand():
     assert calls == [0.0]
     box.children[0].children[0].index = 2
     assert calls == [0.0, 0.2]
+
+
+def test_precompute_follows_the_static_pages_setting(monkeypatch):
+    calls = []
+    monkeypatch.delenv(STATIC_ENV, raising=False)
+    switcher({"eps": [0.0, 0.1]}, lambda eps: calls.append(eps))
+    assert calls == [0.0]  # a live kernel: only the panel on show
+    with static_pages():
+        switcher({"eps": [0.0, 0.1]}, lambda eps: calls.append(eps))
+    assert calls == [0.0, 0.0, 0.1]  # a saved page: every panel
+    assert STATIC_ENV not in os.environ
+
+
+def _reply(kc, msg_id: str) -> list[dict]:
+    """The iopub messages of request ``msg_id`` up to its idle status."""
+    messages = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return messages
+        messages.append(msg)
+
+
+def _run(kc, code: str) -> str:
+    msg_id = kc.execute(code)
+    messages = _reply(kc, msg_id)
+    errors = [m["content"]["evalue"] for m in messages if m["msg_type"] == "error"]
+    assert not errors, errors
+    return "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+
+
+def test_a_live_kernel_computes_a_panel_when_the_browser_moves_the_slider():
+    """Drive the switcher as a browser would: a comm ``update`` of the slider's ``index``."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = {k: v for k, v in os.environ.items() if k != STATIC_ENV}
+    km, kc = start_new_kernel(kernel_name="python3", env=env)
+    try:
+        model_id = _run(kc, "from qfail.site.widgets import STATIC_ENV, static_pages, switcher\n"
+                            "calls = []\n"
+                            "box = switcher({'eps': [0.0, 0.1, 0.2]}, lambda eps: calls.append(eps) or f'panel {eps}')\n"
+                            "print(box.children[0].children[0].model_id)").strip()
+        assert _run(kc, "print(calls)").strip() == "[0.0]"
+        update = kc.session.msg("comm_msg", {"comm_id": model_id, "data": {
+            "method": "update", "state": {"index": 2}, "buffer_paths": []}})
+        kc.shell_channel.send(update)
+        shown = [m["content"]["data"].get("text/plain", "") for m in _reply(kc, update["header"]["msg_id"])
+                 if m["msg_type"] == "display_data"]
+        assert shown == ["'panel 0.2'"]  # rendered into the panel's Output, in answer to the move
+        assert _run(kc, "print(calls)").strip() == "[0.0, 0.2]"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 def test_bad_controls():

@@ -21,7 +21,13 @@ book: $(STAMP)
 	bash scripts/setup_data.sh
 	$(PY) -m qfail book
 
-test: $(STAMP)
+SCALE  := $(VENV)/.installed-scale
+
+$(SCALE): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[scale]"  # Ray, for the sweep tests
+	touch $(SCALE)
+
+test: $(STAMP) $(SCALE)
 	bash scripts/setup_data.sh
 	bash tests/setup_browser.sh
 	$(PY) -m pytest

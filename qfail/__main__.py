@@ -1,8 +1,9 @@
-"""Command line: ``python -m qfail {run,list,book}``.
+"""Command line: ``python -m qfail {run,list,book,sweep}``.
 
     python -m qfail list                            # chapters and their parameters
     python -m qfail run primer -p bits 4 -p seed 1  # run a chapter with papermill
     python -m qfail book [--force] [--no-solutions] # build the whole book (offline)
+    python -m qfail sweep primer -p seed 0,1,2 -p bits 2,4  # a grid of runs on Ray (qfail[scale])
 
 Errors in the command line (an unknown chapter, parameter or value) and errors raised inside a
 chapter are printed as one line on stderr, with exit status 2 and 1 respectively.
@@ -21,6 +22,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("chapter")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     run.add_argument("-o", "--output", default="runs", help="folder for the executed notebook and figures")
+    grid = sub.add_parser("sweep", help="run a chapter over a grid of parameters on Ray (pip install qfail[scale])")
+    grid.add_argument("chapter")
+    grid.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUES"),
+                      help="one axis: scalars 0,1,2; lists separated by ';' as in 2,4;2,4,8")
+    grid.add_argument("-o", "--output", default="sweeps", help="folder of the runs and the report")
+    grid.add_argument("--workers", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    grid.add_argument("--address", default=None, help="a Ray cluster to join (default: $RAY_ADDRESS, else local)")
     sub.add_parser("list", help="list chapters and their parameters")
     book = sub.add_parser("book", help="build the book into _build/html")
     book.add_argument("--force", action="store_true", help="re-execute every chapter")
@@ -44,6 +52,17 @@ def main(argv: list[str] | None = None) -> int:
                 nb = jupytext.read(runner.NOTEBOOK_DIR / f"{chapter}.md")
                 for p in runner.declared_parameters(nb).values():
                     print("   ", p.describe())
+        elif args.command == "sweep":
+            from qfail.site.grid import sweep
+
+            outcomes = sweep(args.chapter, dict(args.parameter), args.output, args.workers, args.address)
+            failed = [o for o in outcomes if o.status == "failed"]
+            counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+            print(f"{len(outcomes)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) +
+                  f"; report: {Path(args.output).resolve() / (args.chapter + '-sweep.html')}")
+            for o in failed:
+                print(f"error: {o.key}: {o.error}", file=sys.stderr)
+            return 1 if failed else 0
         elif args.command == "run":
             params = dict(args.parameter)
             path = runner.run_chapter(args.chapter, params, Path(args.output))

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["OUTCOMES", "MIME", "Estimate", "Rule", "t_interval", "bootstrap", "wilson", "accuracy_error", "decided_count",
+__all__ = ["OUTCOMES", "MIME", "ESTIMATE", "accuracy_difference", "Estimate", "Rule", "t_interval", "bootstrap", "wilson", "accuracy_error", "decided_count",
            "combine", "finding", "show", "summary", "COLUMNS"]
 
 OUTCOMES = ("reproduced", "partly", "not reproduced", "inconclusive")
 MIME = "application/vnd.qfail.verdicts+json"
+ESTIMATE = "estimate"  # a row's numbers (value, low, high, unit): not shown, carried for sweeps over seeds
 COLUMNS = ("finding", "the paper reports", "measured here (95% interval)", "rule",
            "the paper, by this rule", "verdict", "interval from")
 
@@ -108,6 +109,18 @@ def accuracy_error(accuracy, inputs: int):  # noqa: ANN001, ANN201 - a float or 
     return 100 * np.sqrt(p * (1 - p) / (inputs + 4))
 
 
+def accuracy_difference(a, b, inputs: int, basis: str) -> Estimate:  # noqa: ANN001 - floats or arrays, in percent
+    """Mean of accuracies ``a - b`` (points), each measured on ``inputs`` inputs, with a conservative
+    95 % interval: the two binomial errors added in quadrature, as if the inputs were independent
+    (they are the same inputs, so the paired interval would be narrower)."""
+    a, b = np.atleast_1d(np.asarray(a, dtype=float)), np.atleast_1d(np.asarray(b, dtype=float))
+    if a.size == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), "no matched cells", "points")
+    half = 1.96 * float(np.mean(np.sqrt(accuracy_error(a, inputs) ** 2 + accuracy_error(b, inputs) ** 2)))
+    mean = float(np.mean(a - b))
+    return Estimate(mean, mean - half, mean + half, basis, "points")
+
+
 def decided_count(outcomes: Sequence[str], what: str, judged: str = "each judged on its own interval") -> Estimate:
     """How many cells a claim holds in, as an interval: decided cells count, undecided ones may go
     either way (low: only the reproduced, high: the reproduced and the inconclusive). ``judged``
@@ -171,7 +184,9 @@ def finding(claim: str, paper: str, ours: Estimate | None, rule: Rule | str, pap
     return {"finding": claim, "the paper reports": paper,
             "measured here (95% interval)": measured if measured is not None else (ours.text() if ours else "—"),
             "rule": rule if isinstance(rule, str) else rule.text, "the paper, by this rule": paper_by_rule,
-            "verdict": verdict, "interval from": ours.basis if ours is not None else "—"}
+            "verdict": verdict, "interval from": ours.basis if ours is not None else "—",
+            ESTIMATE: None if ours is None else {"value": ours.value, "low": ours.low, "high": ours.high,
+                                                 "unit": ours.unit}}
 
 
 _COLOURS = {"reproduced": "#cde8d0", "partly": "#fbe7b5", "not reproduced": "#f5c6c2", "inconclusive": "#e4e4e4"}
@@ -184,11 +199,16 @@ class _Shown:
         self.rows, self.work, self.chapter, self.anchor = rows, work, chapter, anchor
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:  # noqa: ANN001 - IPython's signature
-        styled = self.rows.style.hide(axis="index").map(
+        shown = self.rows[list(COLUMNS)]
+        styled = shown.style.hide(axis="index").map(
             lambda v: f"background-color: {_COLOURS[v]}" if v in _COLOURS else "", subset=["verdict"])
+        estimates = list(self.rows[ESTIMATE]) if ESTIMATE in self.rows else [None] * len(shown)
         payload = {"work": self.work, "chapter": self.chapter, "anchor": self.anchor,
-                   "rows": self.rows.to_dict(orient="records")}
-        return {"text/html": styled.to_html(), "text/plain": self.rows.to_string(index=False), MIME: payload}
+                   "rows": shown.to_dict(orient="records"),
+                   "estimates": [None if e is None or (isinstance(e, float) and math.isnan(e)) else
+                                 {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in e.items()}
+                                 for e in estimates]}
+        return {"text/html": styled.to_html(), "text/plain": shown.to_string(index=False), MIME: payload}
 
 
 def show(rows: pd.DataFrame, work: str, chapter: str, anchor: str) -> _Shown:
@@ -202,7 +222,8 @@ def show(rows: pd.DataFrame, work: str, chapter: str, anchor: str) -> _Shown:
     bad = sorted(set(rows["verdict"]) - set(OUTCOMES))
     if bad:
         raise ValueError(f"verdicts {bad} are not allowed; choose from {', '.join(OUTCOMES)}")
-    return _Shown(rows[list(COLUMNS)].reset_index(drop=True), work, chapter, anchor)
+    return _Shown(rows[[*COLUMNS, *([ESTIMATE] if ESTIMATE in rows else [])]].reset_index(drop=True),
+                  work, chapter, anchor)
 
 
 def summary(rows: pd.DataFrame):  # noqa: ANN201 - IPython.display.Markdown

@@ -80,3 +80,17 @@ def test_batched_examples_match_one_attack_per_batch(trained_cnn, batch):
     assert torch.equal(adv[40:], attack.pgd(trained_cnn, x[40:], y[40:], 0.1, steps=3, seed=45))
     pred = trained_cnn(adv).argmax(1)
     assert attack.accuracy_on(trained_cnn, adv, y, batch_size=7) == pytest.approx(100 * (pred == y).float().mean().item())
+
+
+def test_pgd_stop_on_success_keeps_the_first_success_and_is_at_least_as_strong():
+    pgd = attack.pgd
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    x, y = torch.rand(64, 1, 4, 4), torch.randint(0, 3, (64,))
+    plain = pgd(model, x, y, 0.2, steps=8, seed=1)
+    early = pgd(model, x, y, 0.2, steps=8, seed=1, stop_on_success=True)
+    correct = lambda adv: (model(adv).argmax(1) == y)  # noqa: E731
+    assert correct(early).sum() <= correct(plain).sum()
+    assert (early - x).abs().max() <= 0.2 + 1e-6 and early.min() >= 0 and early.max() <= 1
+    assert not torch.equal(early, plain)  # some input stopped early
+    assert torch.equal(pgd(model, x, y, 0.2, steps=8, seed=1, stop_on_success=False), plain)

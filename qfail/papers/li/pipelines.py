@@ -139,8 +139,8 @@ def _test(data: DataSplits, limit: int | None):
     return data.test if limit is None else data.test.subset(limit)
 
 
-def _pgd_options(a: Attack) -> dict:
-    return {} if a.name == "fgsm" else {"steps": a.steps}
+def _pgd_options(a: Attack, stop_on_success: bool = False) -> dict:
+    return {} if a.name == "fgsm" else {"steps": a.steps, "stop_on_success": stop_on_success}
 
 
 def transfer_set(source: nn.Module, data: DataSplits, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
@@ -152,6 +152,21 @@ def transfer_set(source: nn.Module, data: DataSplits, attacks: Sequence[Attack] 
             for a in attacks}
 
 
+def _within_larger_budget(model: nn.Module, test, a: Attack, smaller: torch.Tensor | None, seed: int,
+                          device: str | torch.device) -> torch.Tensor:
+    """``a``'s white-box examples; with ``smaller`` (the same attack's examples at a smaller budget,
+    which lie inside ``a``'s ball too) only the inputs those did not break are attacked again."""
+    options = _pgd_options(a, stop_on_success=True)
+    if smaller is None:
+        return adversarial_examples(model, test.x, test.y, a.name, a.eps, a.norm, seed=seed, device=device, **options)
+    adv = smaller.clone()
+    standing = correct_on(model, smaller, test.y, device=device).nonzero().flatten()
+    if len(standing):
+        adv[standing] = adversarial_examples(model, test.x[standing], test.y[standing], a.name, a.eps, a.norm,
+                                             seed=seed, device=device, **options)
+    return adv
+
+
 def evaluate(model: nn.Module, data: DataSplits, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
              transfer: Mapping[str, torch.Tensor] | None = None, limit: int | None = None, seed: int = 0,
              device: str | torch.device = "cpu", examples: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
@@ -161,12 +176,20 @@ def evaluate(model: nn.Module, data: DataSplits, attacks: Sequence[Attack] = DEF
     is also scored on the examples crafted there ("<label> transfer"): if white-box accuracy is
     much higher than transfer accuracy, the rounding hides the gradient rather than removing
     the vulnerability. A dict passed as ``examples`` receives the white-box examples by label.
+    White-box PGD keeps each input's first successful iterate (``pgd(stop_on_success=True)``):
+    as strong as the last iterate, and it spends steps only on inputs still standing. Budgets of
+    one PGD attack run smallest first, each on the inputs the smaller one left standing
+    (``_within_larger_budget``), so robust accuracy never rises with the budget.
     """
     test = _test(data, limit)
     row = {"clean": accuracy_on(model, test.x, test.y, device=device)}
+    crafted: dict[Attack, torch.Tensor] = {}
+    for a in sorted(attacks, key=lambda a: a.eps):  # smaller budgets first: see _within_larger_budget
+        smaller = [b for b in crafted if (b.name, b.norm, b.steps) == (a.name, a.norm, a.steps)]
+        crafted[a] = _within_larger_budget(model, test, a, crafted[smaller[-1]] if smaller and a.name == "pgd" else None,
+                                           seed, device)
     for a in attacks:
-        adv = adversarial_examples(model, test.x, test.y, a.name, a.eps, a.norm, seed=seed, device=device,
-                                   **_pgd_options(a))
+        adv = crafted[a]
         row[a.label] = accuracy_on(model, adv, test.y, device=device)
         if examples is not None:
             examples[a.label] = adv

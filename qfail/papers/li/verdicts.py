@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from qfail.papers.li.pipelines import transfer_source
-from qfail.verdict import Estimate, Rule, accuracy_error, decided_count, finding
+from qfail.verdict import Estimate, Rule, accuracy_difference, accuracy_error, decided_count, finding
 
 __all__ = ["USABLE_DROP", "GAINS", "HELPS_SOMEWHERE", "KEEPS_MOST", "paired", "difference", "ratio", "verdict_table"]
 
@@ -38,13 +38,8 @@ def paired(rows: pd.DataFrame, column: str, a: str, b: str, on: Sequence[str], v
 
 def difference(pairs: pd.DataFrame, inputs: int) -> Estimate:
     """Mean of first minus second column (points), with the conservative interval of the module doc."""
-    if pairs.empty:
-        return Estimate(float("nan"), float("nan"), float("nan"), "no matched cells", "points")
-    a, b = pairs.iloc[:, 0].to_numpy(float), pairs.iloc[:, 1].to_numpy(float)
-    half = 1.96 * float(np.mean(np.sqrt(accuracy_error(a, inputs) ** 2 + accuracy_error(b, inputs) ** 2)))
-    mean = float(np.mean(a - b))
-    return Estimate(mean, mean - half, mean + half,
-                    f"{len(pairs)} matched cells x {inputs} attacked inputs, one seed", "points")
+    return accuracy_difference(pairs.iloc[:, 0].to_numpy(float), pairs.iloc[:, 1].to_numpy(float), inputs,
+                               f"{len(pairs)} matched cells x {inputs} attacked inputs, one seed")
 
 
 def ratio(pairs: pd.DataFrame, inputs: int) -> Estimate:

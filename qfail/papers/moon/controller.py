@@ -199,25 +199,40 @@ class Rollouts:
 
 @torch.inference_mode()
 def rollout(net: nn.Module, episodes: int = 20, seed: int = 0, max_steps: int = 500) -> Rollouts:
-    """Play ``episodes`` greedy episodes (env seeds ``seed, seed+1, ...``), one decision per call."""
+    """Play ``episodes`` greedy episodes (env seeds ``seed, seed+1, ...``).
+
+    The episodes run in lock step, one forward pass for all those still running, unless the
+    model's output for a state depends on the rest of its batch (torch's dynamic INT8:
+    ``per_call_scale``), which then decides one state per call, as deployed. States and actions
+    come back episode after episode either way.
+    """
+    from qfail.quant.int8 import decide, per_call_scale
+
     check_range("episodes", episodes, 1, 100_000, integer=True)
     check_range("max_steps", max_steps, 1, 100_000, integer=True)
-    env = _make_env(max_steps)
-    rewards, states, actions = [], [], []
-    for e in range(episodes):
-        obs, _ = env.reset(seed=seed + e)
-        total, done = 0.0, False
-        while not done:
-            x = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
-            a = int(net(x).argmax(1))
-            states.append(x)
-            actions.append(a)
-            obs, r, terminated, truncated, _ = env.step(a)
-            total += float(r)
-            done = terminated or truncated
-        rewards.append(total)
-    env.close()
-    return Rollouts(np.array(rewards), torch.cat(states), torch.tensor(actions))
+    envs = [_make_env(max_steps) for _ in range(episodes)]
+    obs = [env.reset(seed=seed + e)[0] for e, env in enumerate(envs)]
+    states: list[list[torch.Tensor]] = [[] for _ in range(episodes)]
+    actions: list[list[int]] = [[] for _ in range(episodes)]
+    rewards = [0.0] * episodes
+    active = list(range(episodes))
+    one_by_one = per_call_scale(net)
+    while active:
+        x = torch.as_tensor(np.stack([obs[e] for e in active]), dtype=torch.float32)
+        acts = decide(net, x) if one_by_one else net(x).argmax(1)
+        still = []
+        for row, e in enumerate(active):
+            states[e].append(x[row:row + 1])
+            actions[e].append(int(acts[row]))
+            obs[e], r, terminated, truncated, _ = envs[e].step(int(acts[row]))
+            rewards[e] += float(r)
+            if not (terminated or truncated):
+                still.append(e)
+        active = still
+    for env in envs:
+        env.close()
+    return Rollouts(np.array(rewards), torch.cat([s for per in states for s in per]),
+                    torch.tensor([a for per in actions for a in per]))
 
 
 FINE_TUNE_METHODS = ("reinforce", "distill")

@@ -56,9 +56,10 @@ def test_evaluate_reports_white_box_and_transfer(floats, digits):
     row = rb.evaluate(qm, digits, attacks, transfer=crafted, limit=100)
     assert set(row) == {"clean", "FGSM-linf 0.1", "FGSM-linf 0.1 transfer", "PGD-linf 0.1", "PGD-linf 0.1 transfer"}
     assert row["PGD-linf 0.1"] <= row["FGSM-linf 0.1"] + 5 and row["PGD-linf 0.1"] < row["clean"]
-    # on the float model itself, the transfer attack is the white-box attack
+    # on the float model itself, the transfer attack is plain PGD: white-box keeps each input's first
+    # success (stop_on_success), so it is at least as strong
     same = rb.evaluate(models["standard"], digits, attacks, transfer=crafted, limit=100)
-    assert same["PGD-linf 0.1"] == same["PGD-linf 0.1 transfer"]
+    assert same["PGD-linf 0.1"] <= same["PGD-linf 0.1 transfer"]
     with pytest.raises(ValueError, match="transfer has no 50 examples for 'FGSM-linf 0.1'"):
         rb.evaluate(qm, digits, attacks, transfer=crafted, limit=50)
     robust = rb.evaluate(models["adversarial"], digits, attacks, limit=100)["PGD-linf 0.1"]
@@ -104,3 +105,13 @@ def test_surrogate_attacks_the_network_without_its_rounding(floats, digits):
     assert all(layer.enabled and layer.rounding for layer in qm.layers.values())  # rounding is back on afterwards
     raw = rb.quantize_along(rb.pipeline("a"), floats, digits, "static", "both", 4, QAT, raw_input=True).model
     assert all(layer.act_bits == 4 for layer in raw.layers.values())
+
+
+def test_larger_budgets_attack_only_what_smaller_ones_left_standing(floats, digits):
+    model = floats["standard"].model
+    attacks = [rb.Attack("pgd", "linf", e, steps=3) for e in (0.1, 0.03, 0.06)] + [rb.Attack("pgd", "l2", 0.5, steps=3)]
+    row = rb.evaluate(model, digits, attacks, limit=80)
+    assert list(row) == ["clean", "PGD-linf 0.1", "PGD-linf 0.03", "PGD-linf 0.06", "PGD-l2 0.5"]  # as given
+    assert row["clean"] >= row["PGD-linf 0.03"] >= row["PGD-linf 0.06"] >= row["PGD-linf 0.1"]
+    alone = rb.evaluate(model, digits, [rb.Attack("pgd", "linf", 0.06, steps=3)], limit=80)["PGD-linf 0.06"]
+    assert row["PGD-linf 0.06"] <= alone  # the union with the smaller budget's examples

@@ -61,7 +61,9 @@ def test_train_cached_reuses_weights(digits, monkeypatch):
     ({"method": "sgd"}, "method='sgd' is not allowed; choose one of 'standard', 'mixup'"),
     ({"epochs": -1}, "epochs=-1 is out of range"),
     ({"lr": "fast"}, "lr='fast' must be a number"),
-    ({"lr_schedule": "step"}, "lr_schedule='step' is not allowed; choose one of 'constant', 'cosine'"),
+    ({"lr_schedule": "linear"}, "lr_schedule='linear' is not allowed; choose one of 'constant', 'cosine', 'step'"),
+    ({"optimizer": "rmsprop"}, "optimizer='rmsprop' is not allowed; choose one of 'adam', 'sgd'"),
+    ({"augment": "cutout"}, "augment='cutout' is not allowed; choose one of 'none', 'crop_flip'"),
 ])
 def test_train_config_raises(kwargs, message):
     with pytest.raises(ValueError, match=message):

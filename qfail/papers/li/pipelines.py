@@ -42,7 +42,7 @@ from qfail.quant import QuantizedModel
 from qfail.sweep import PARTS, quantized
 from qfail.train import TrainConfig, Trained
 
-__all__ = ["PIPELINES", "Pipeline", "pipeline", "Attack", "DEFAULT_ATTACKS", "quantize_along", "transfer_set",
+__all__ = ["PIPELINES", "RECIPES", "training_configs", "Pipeline", "pipeline", "Attack", "DEFAULT_ATTACKS", "quantize_along", "transfer_set",
            "evaluate", "surrogate_examples", "surrogate_accuracy", "autoattack_accuracy", "transfer_source", "untrained", "INITS",
            "Cell", "matrix_cells", "float_rows", "run_matrix"]
 
@@ -64,6 +64,34 @@ class Pipeline:
 PIPELINES = ("a", "b", "c", "d", "e", "f", "g")
 INITS = {"a": "standard", "b": "adversarial", "c": "standard", "d": "adversarial", "e": "adversarial", "f": "random",
          "g": "adversarial"}
+
+
+RECIPES = ("auto", "adam", "cifar")
+
+
+def training_configs(recipe: str, dataset: str, epochs: int, qat_epochs: int, batch_size: int, adv_eps: float,
+                     adv_steps: int, seed: int = 0) -> tuple[dict[str, TrainConfig], TrainConfig]:
+    """The float models' training (``standard`` and ``adversarial``) and the QAT fine-tuning.
+
+    ``adam``: the book's small-scale recipe (Adam, cosine schedule, no augmentation). ``cifar``:
+    the ResNet-20 CIFAR-10 recipe the source follows (He et al. 2016): SGD with momentum 0.9 and
+    weight decay 1e-4, learning rate 0.1 divided by 10 after half and three quarters of the run,
+    random crops and flips; QAT fine-tunes at 0.01 with the same schedule. ``auto``: ``cifar``
+    on CIFAR-10, else ``adam``. Adversarial training uses PGD-L-inf with ``adv_steps`` steps of
+    2.5 ``adv_eps`` / ``adv_steps`` on every example (Madry et al.'s recipe).
+    """
+    check_choice("recipe", recipe, RECIPES)
+    if recipe == "auto":
+        recipe = "cifar" if dataset == "cifar10" else "adam"
+    adv = {"adv_eps": adv_eps, "adv_steps": adv_steps, "adv_step_size": 2.5 * adv_eps / adv_steps, "adv_ratio": 1.0}
+    if recipe == "cifar":
+        common = {"batch_size": batch_size, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4,
+                  "lr_schedule": "step", "augment": "crop_flip", "seed": seed, **adv}
+        floats = {init: TrainConfig(epochs=epochs, method=init, lr=0.1, **common) for init in ("standard", "adversarial")}
+        return floats, TrainConfig(epochs=qat_epochs, lr=0.01, **common)
+    common = {"batch_size": batch_size, "lr_schedule": "cosine", "seed": seed, **adv}
+    floats = {init: TrainConfig(epochs=epochs, method=init, **common) for init in ("standard", "adversarial")}
+    return floats, TrainConfig(epochs=qat_epochs, lr=1e-3, **common)
 
 
 def pipeline(name: str, fraction: float = 0.25) -> Pipeline:

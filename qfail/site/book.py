@@ -202,6 +202,8 @@ def stage_book(dest: Path, executed: dict[str, Path], root: Path = ROOT) -> Path
     write_scorecard([json.loads(Path(p).read_text()) for p in executed.values()], dest / "book" / "scorecard.md")
     config = yaml.safe_load((root / "_config.yml").read_text())
     config["execute"]["execute_notebooks"] = "off"
+    # here the chapters *are* the notebooks: the launch twins' exclusion must not drop them
+    config["exclude_patterns"] = [p for p in config["exclude_patterns"] if p != "notebooks/*.ipynb"]
     (dest / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     toc = yaml.safe_load((root / "_toc.yml").read_text())
 

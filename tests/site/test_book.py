@@ -213,7 +213,7 @@ def test_scorecard_lists_every_chapters_findings_in_browser(server, executed):
 
     expected = sum(len(t["rows"]) for p in executed.values() for t in verdict_tables(json.loads(p.read_text())))
     works = {t["work"] for p in executed.values() for t in verdict_tables(json.loads(p.read_text()))}
-    assert works == {"Moon", "Hu et al.", "Li et al.", "Frank & Ardis"}
+    assert works == {"Primer", "Moon", "Hu et al.", "Li et al.", "Frank & Ardis"}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page()

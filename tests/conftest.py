@@ -1,5 +1,8 @@
-"""Shared fixtures: a private cache folder and small trained models on the digits."""
+"""Shared fixtures: a private cache folder, small trained models on the digits, toy chapters."""
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,3 +88,32 @@ def float32_error_bound(module: torch.nn.Module, x: torch.Tensor) -> torch.Tenso
 def float32_bound():
     """:func:`float32_error_bound`, for tests that compare two float32 evaluations."""
     return float32_error_bound
+
+
+_FRONT_MATTER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+"""
+
+
+@pytest.fixture()
+def toy_chapter(tmp_path) -> Callable[..., Path]:
+    """``toy_chapter(name, parameters, *cells)``: a MyST chapter in ``tmp_path/nbs`` whose first
+    code cell is the ``parameters`` cell; returns the folder (a ``notebook_dir``)."""
+    folder = tmp_path / "nbs"
+
+    def write(name: str, parameters: str, *cells: str) -> Path:
+        folder.mkdir(exist_ok=True)
+        blocks = [f"```{{code-cell}} ipython3\n:tags: [parameters]\n{parameters.strip()}\n```"]
+        blocks += [f"```{{code-cell}} ipython3\n{c.strip()}\n```" for c in cells]
+        (folder / f"{name}.md").write_text(_FRONT_MATTER + "\n# " + name + "\n\n" + "\n\n".join(blocks) + "\n")
+        return folder
+
+    return write

@@ -89,8 +89,7 @@ def _student_config(root: Path) -> Path:
 def build_book(root: Path = ROOT, force: bool = False, strict: bool = True, solutions: bool = True) -> float:
     """Build ``root`` with jupyter-book; return the wall time in seconds.
 
-    Each chapter's ``.ipynb`` twin for the launch buttons is rewritten first
-    (:func:`qfail.site.launch.write_notebooks`). The chapters are executed first, in parallel, into the execution cache
+    The chapters are executed first, in parallel, into the execution cache
     (:func:`qfail.site.execute.execute_chapters`); jupyter-book then renders from the cache.
 
     Without ``solutions`` the book goes to ``_build/student/html`` with every exercise's solution
@@ -99,13 +98,10 @@ def build_book(root: Path = ROOT, force: bool = False, strict: bool = True, solu
     otherwise skip the chapters whose source did not change). Warnings are errors when ``strict``.
     """
     from qfail.site.execute import cached_notebooks, execute_chapters
-    from qfail.site.launch import write_notebooks
     from qfail.site.scorecard import write_scorecard
     from qfail.site.widgets import static_pages
 
     fetch_assets(root / "book" / "_assets")
-    for path in write_notebooks(root):  # the .ipynb twins the launch buttons open
-        print(f"wrote {path.relative_to(root)}: commit it, so that Colab and Binder open this version")
     if force:
         shutil.rmtree(root / "_build" / ".jupyter_cache", ignore_errors=True)
     start = time.perf_counter()

@@ -10,27 +10,12 @@ from qfail.site import grid, runner
 
 ray = pytest.importorskip("ray", reason="the sweep needs qfail[scale]; make test installs it")
 
-TOY = '''---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-# A toy chapter
-
-```{code-cell} ipython3
-:tags: [parameters]
+TOY_PARAMETERS = """
 seed: int = 0  # {≥ 0} seed
 fail: bool = False  # stop with an error
 scales: list[int] = [1, 2]  # {≥ 1} a list-valued parameter
-```
-
-```{code-cell} ipython3
+"""
+TOY_CELL = """
 import pandas as pd
 from qfail import verdict
 
@@ -39,14 +24,12 @@ value = seed + sum(scales)
 rows = pd.DataFrame([verdict.finding("the value is positive", "positive", verdict.Estimate(value, value - 1, value + 1, "toy"),
                                      verdict.Rule("above 0", low=0.0), "—")])
 verdict.show(rows, "Toy", "A toy chapter", "toy")
-```
-'''
+"""
 
 
 @pytest.fixture()
-def toy(tmp_path) -> Path:
-    (tmp_path / "toy.md").write_text(TOY)
-    return tmp_path
+def toy(toy_chapter) -> Path:
+    return toy_chapter("toy", TOY_PARAMETERS, TOY_CELL)
 
 
 def test_scalars_split_on_commas_lists_on_semicolons(toy):

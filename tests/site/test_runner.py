@@ -61,34 +61,11 @@ def test_cli_reports_bad_parameter_in_one_line():
     assert "bits" in proc.stderr and "2, 3, 4, 5, 6, 8" in proc.stderr
 
 
-FAILING_CHAPTER = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-```{code-cell} ipython3
-:tags: [parameters]
-seed: int = 0  # {≥ 0} seed
-```
-
-```{code-cell} ipython3
-raise ValueError(f"seed={seed} broke the chapter")
-```
-"""
-
-
-def test_error_inside_chapter_is_one_line_and_leaves_nothing(tmp_path):
-    (tmp_path / "nbs").mkdir()
-    (tmp_path / "nbs" / "broken.md").write_text(FAILING_CHAPTER)
+def test_error_inside_chapter_is_one_line_and_leaves_nothing(tmp_path, toy_chapter):
+    nbs = toy_chapter("broken", "seed: int = 0  # {≥ 0} seed", 'raise ValueError(f"seed={seed} broke the chapter")')
     out = tmp_path / "out"
     with pytest.raises(runner.ChapterError, match=r"chapter 'broken' failed: ValueError: seed=3 broke the chapter$"):
-        runner.run_chapter("broken", {"seed": "3"}, out, notebook_dir=tmp_path / "nbs")
+        runner.run_chapter("broken", {"seed": "3"}, out, notebook_dir=nbs)
     assert list(out.iterdir()) == []  # no half-executed notebook, no temporary folder
 
 

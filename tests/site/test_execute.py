@@ -1,5 +1,4 @@
 """Parallel chapter execution: the chapters come from the table of contents and key the cache as MyST-NB does."""
-from pathlib import Path
 
 import pytest
 
@@ -12,11 +11,9 @@ def test_toc_chapters_are_the_notebooks_in_toc_order():
     assert chapters[0] == "primer" and set(chapters) == set(runner.chapters())
 
 
-def test_a_failing_chapter_stops_with_one_line(tmp_path):
-    (tmp_path / "notebooks").mkdir()
-    source = (Path(__file__).parent / "test_runner.py").read_text()
-    start = source.index('FAILING_CHAPTER = """') + len('FAILING_CHAPTER = """')
-    (tmp_path / "notebooks" / "broken.md").write_text(source[start:source.index('"""', start)])
+def test_a_failing_chapter_stops_with_one_line(tmp_path, toy_chapter):
+    toy_chapter("broken", "seed: int = 0  # {≥ 0} seed", 'raise ValueError(f"seed={seed} broke the chapter")'
+                ).rename(tmp_path / "notebooks")
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: notebooks/broken\n")
     with pytest.raises(runner.ChapterError, match=r"^chapter 'broken' failed: .*seed=0 broke the chapter$"):
         execute.execute_chapters(tmp_path, tmp_path / "cache", workers=1)

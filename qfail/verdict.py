@@ -192,6 +192,11 @@ def finding(claim: str, paper: str, ours: Estimate | None, rule: Rule | str, pap
 _COLOURS = {"reproduced": "#cde8d0", "partly": "#fbe7b5", "not reproduced": "#f5c6c2", "inconclusive": "#e4e4e4"}
 
 
+def _json_number(value: object) -> object:
+    """NaN (a row without a measurement) as JSON's null: the notebook's JSON has no NaN."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 class _Shown:
     """A verdict table as a page shows it (HTML) and as the scorecard reads it (JSON)."""
 
@@ -205,9 +210,8 @@ class _Shown:
         estimates = list(self.rows[ESTIMATE]) if ESTIMATE in self.rows else [None] * len(shown)
         payload = {"work": self.work, "chapter": self.chapter, "anchor": self.anchor,
                    "rows": shown.to_dict(orient="records"),
-                   "estimates": [None if e is None or (isinstance(e, float) and math.isnan(e)) else
-                                 {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in e.items()}
-                                 for e in estimates]}
+                   "estimates": [{k: _json_number(v) for k, v in e.items()} if isinstance(e, dict) else None
+                                 for e in estimates]}  # a row built without an estimate reads NaN here
         return {"text/html": styled.to_html(), "text/plain": shown.to_string(index=False), MIME: payload}
 
 

@@ -13,7 +13,7 @@ call, so batching unrelated states together would change the decisions being mea
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -87,20 +87,24 @@ def _make_env(max_steps: int):
     return gym.make(ENV_ID, max_episode_steps=max_steps)
 
 
-def _play_batch(net: nn.Module, episodes: int, max_steps: int, seed: int, gen: torch.Generator):
-    """Play ``episodes`` sampled episodes in lock step; return per-episode (log-probs, rewards)."""
+def _lock_step(episodes: int, max_steps: int, seed: int,
+               act: Callable[[torch.Tensor], tuple[torch.Tensor, Sequence]]):
+    """Play ``episodes`` episodes (env seeds ``seed, seed+1, ...``) in lock step: one call of
+    ``act`` on the states of all episodes still running, which returns their actions and one
+    record per row. Returns per-episode lists of (states, records, rewards)."""
     envs = [_make_env(max_steps) for _ in range(episodes)]
     obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
-    active = list(range(episodes))
-    logps: list[list[torch.Tensor]] = [[] for _ in range(episodes)]
+    states: list[list[torch.Tensor]] = [[] for _ in range(episodes)]
+    records: list[list] = [[] for _ in range(episodes)]
     rewards: list[list[float]] = [[] for _ in range(episodes)]
+    active = list(range(episodes))
     while active:
-        logits = net(torch.as_tensor(np.stack([obs[i] for i in active]), dtype=torch.float32))
-        logp = F.log_softmax(logits, dim=1)
-        acts = torch.multinomial(logp.exp().detach(), 1, generator=gen).squeeze(1)
+        x = torch.as_tensor(np.stack([obs[i] for i in active]), dtype=torch.float32)
+        acts, rows = act(x)
         still = []
         for row, i in enumerate(active):
-            logps[i].append(logp[row, acts[row]])
+            states[i].append(x[row:row + 1])
+            records[i].append(rows[row])
             obs[i], r, terminated, truncated, _ = envs[i].step(int(acts[row]))
             rewards[i].append(float(r))
             if not (terminated or truncated):
@@ -108,6 +112,18 @@ def _play_batch(net: nn.Module, episodes: int, max_steps: int, seed: int, gen: t
         active = still
     for env in envs:
         env.close()
+    return states, records, rewards
+
+
+def _play_batch(net: nn.Module, episodes: int, max_steps: int, seed: int, gen: torch.Generator):
+    """Play ``episodes`` sampled episodes in lock step; return per-episode (log-probs, rewards)."""
+
+    def sample(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logp = F.log_softmax(net(x), dim=1)
+        acts = torch.multinomial(logp.exp().detach(), 1, generator=gen).squeeze(1)
+        return acts, logp.gather(1, acts.unsqueeze(1)).squeeze(1)
+
+    _, logps, rewards = _lock_step(episodes, max_steps, seed, sample)
     return logps, rewards
 
 
@@ -199,39 +215,23 @@ class Rollouts:
 
 @torch.inference_mode()
 def rollout(net: nn.Module, episodes: int = 20, seed: int = 0, max_steps: int = 500) -> Rollouts:
-    """Play ``episodes`` greedy episodes (env seeds ``seed, seed+1, ...``).
+    """Play ``episodes`` greedy episodes (env seeds ``seed, seed+1, ...``) in lock step.
 
-    The episodes run in lock step, one forward pass for all those still running, unless the
-    model's output for a state depends on the rest of its batch (torch's dynamic INT8:
-    ``per_call_scale``), which then decides one state per call, as deployed. States and actions
-    come back episode after episode either way.
+    ``decide`` runs one forward pass for all running episodes, or one state per call where the
+    model's output depends on the rest of its batch (torch's dynamic INT8), as deployed. States
+    and actions come back episode after episode.
     """
-    from qfail.quant.int8 import decide, per_call_scale
+    from qfail.quant.int8 import decide
 
     check_range("episodes", episodes, 1, 100_000, integer=True)
     check_range("max_steps", max_steps, 1, 100_000, integer=True)
-    envs = [_make_env(max_steps) for _ in range(episodes)]
-    obs = [env.reset(seed=seed + e)[0] for e, env in enumerate(envs)]
-    states: list[list[torch.Tensor]] = [[] for _ in range(episodes)]
-    actions: list[list[int]] = [[] for _ in range(episodes)]
-    rewards = [0.0] * episodes
-    active = list(range(episodes))
-    one_by_one = per_call_scale(net)
-    while active:
-        x = torch.as_tensor(np.stack([obs[e] for e in active]), dtype=torch.float32)
-        acts = decide(net, x) if one_by_one else net(x).argmax(1)
-        still = []
-        for row, e in enumerate(active):
-            states[e].append(x[row:row + 1])
-            actions[e].append(int(acts[row]))
-            obs[e], r, terminated, truncated, _ = envs[e].step(int(acts[row]))
-            rewards[e] += float(r)
-            if not (terminated or truncated):
-                still.append(e)
-        active = still
-    for env in envs:
-        env.close()
-    return Rollouts(np.array(rewards), torch.cat([s for per in states for s in per]),
+
+    def greedy(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        acts = decide(net, x)
+        return acts, acts.tolist()
+
+    states, actions, rewards = _lock_step(episodes, max_steps, seed, greedy)
+    return Rollouts(np.array([sum(r) for r in rewards]), torch.cat([s for per in states for s in per]),
                     torch.tensor([a for per in actions for a in per]))
 
 

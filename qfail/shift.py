@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from qfail.checks import check_choice, check_range
@@ -65,19 +66,31 @@ def contrast(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
     return (x - mean) * factor + mean
 
 
+def _warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Resample a batch at ``grid`` (N, H, W, 2) in normalised [-1, 1] coordinates (bilinear, zero fill)."""
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def _per_sample_affine(x: torch.Tensor, seed: int, angle: float = 0.0, shift: float = 0.0,
                        scale: float = 1.0, shear: float = 0.0) -> torch.Tensor:
+    """One random affine map per image, applied in one batched ``grid_sample``: rotation and
+    shear get a random sign, the translation a random direction. Coordinates are normalised to
+    [-1, 1] on square images, so angles and shears act as they do in pixels."""
     gen = _gen(seed)
-    out = torch.empty_like(x)
-    side = x.shape[-1]
-    for i in range(len(x)):
-        sign = 1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0
-        direction = torch.rand(1, generator=gen).item() * 2 * torch.pi
-        dx = shift * side * torch.cos(torch.tensor(direction)).item()
-        dy = shift * side * torch.sin(torch.tensor(direction)).item()
-        out[i] = TF.affine(x[i], angle=sign * angle, translate=[dx, dy], scale=scale, shear=[sign * shear, 0.0],
-                           interpolation=TF.InterpolationMode.BILINEAR)
-    return out
+    n = len(x)
+    sign = (torch.rand(n, generator=gen, dtype=torch.float64) < 0.5).double() * 2 - 1
+    direction = torch.rand(n, generator=gen, dtype=torch.float64) * 2 * torch.pi
+    a, s = torch.deg2rad(sign * angle), torch.tan(torch.deg2rad(sign * torch.tensor(shear, dtype=torch.float64)))
+    rotation = torch.stack([torch.stack([a.cos(), -a.sin()], -1), torch.stack([a.sin(), a.cos()], -1)], -2)
+    shearing = torch.zeros(n, 2, 2, dtype=torch.float64)
+    shearing[:, 0, 0], shearing[:, 0, 1], shearing[:, 1, 1] = 1.0, s, 1.0
+    forward = torch.zeros(n, 3, 3, dtype=torch.float64)
+    forward[:, :2, :2] = scale * rotation @ shearing
+    forward[:, 0, 2], forward[:, 1, 2] = 2 * shift * direction.cos(), 2 * shift * direction.sin()
+    forward[:, 2, 2] = 1.0
+    theta = torch.linalg.inv(forward)[:, :2]  # affine_grid maps output coordinates back to input ones
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return _warp(x, grid)
 
 
 def rotate(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
@@ -95,17 +108,14 @@ def scale(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
 def elastic(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
     """Smooth random displacement fields (Simard et al. 2003), one per image."""
     alpha = _level((0.04, 0.07, 0.1, 0.14, 0.18), severity)  # displacement, in units of the image side
-    h, w = x.shape[-2:]
-    gen = _gen(seed)
-    out = torch.empty_like(x)
+    n, _, h, w = x.shape
     sigma = max(h, w) / 8
     size = 2 * int(2 * sigma) + 1
-    for i in range(len(x)):
-        field = torch.rand(2, h, w, generator=gen) * 2 - 1
-        field = TF.gaussian_blur(field.unsqueeze(0), [size, size], [sigma, sigma])[0]
-        field = field / field.abs().amax().clamp(min=1e-8) * alpha * 2  # grid units: [-1, 1] spans the side
-        out[i] = TF.elastic(x[i], field.permute(1, 2, 0).unsqueeze(0), interpolation=TF.InterpolationMode.BILINEAR)
-    return out
+    field = torch.rand(n, 2, h, w, generator=_gen(seed)) * 2 - 1
+    field = TF.gaussian_blur(field, [size, size], [sigma, sigma])
+    field = field / field.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8) * alpha * 2  # [-1, 1] spans a side
+    identity = F.affine_grid(torch.eye(2, 3).expand(n, 2, 3), [n, 1, h, w], align_corners=False)
+    return _warp(x, identity + field.permute(0, 2, 3, 1))
 
 
 def pixelate(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
@@ -145,31 +155,30 @@ def canny_edges(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
     return (1 - mix) * x + mix * edges
 
 
-def _polyline_mask(h: int, w: int, points: torch.Tensor, every: int = 1) -> torch.Tensor:
-    """A (h, w) mask of the pixels on the segments through ``points`` (K, 2) in pixel units;
-    ``every`` > 1 keeps every ``every``-th pixel only (a dotted line)."""
-    mask = torch.zeros(h, w)
-    for a, b in zip(points[:-1], points[1:]):
-        n = int((b - a).abs().max().ceil()) + 1
-        t = torch.linspace(0, 1, n)[::every]
-        pts = (a[None] + t[:, None] * (b - a)[None]).round().long()
-        pts[:, 0].clamp_(0, h - 1)
-        pts[:, 1].clamp_(0, w - 1)
-        mask[pts[:, 0], pts[:, 1]] = 1.0
-    return mask
+def _segment_masks(h: int, w: int, starts: torch.Tensor, ends: torch.Tensor, every: int = 1) -> torch.Tensor:
+    """(N, h, w) masks of the pixels on N groups of segments, ``starts`` and ``ends`` (N, S, 2) in
+    pixel units; each segment is sampled at one point per pixel of its longer side, and
+    ``every`` > 1 keeps every ``every``-th of them (a dotted line)."""
+    n, segments, _ = starts.shape
+    steps = (ends - starts).abs().amax(-1).ceil().long() + 1  # (N, S) samples per segment
+    j = torch.arange(int(steps.max()))
+    t = j / (steps[..., None] - 1).clamp(min=1)  # (N, S, M)
+    keep = (j < steps[..., None]) & (j % every == 0)
+    points = (starts[..., None, :] + t[..., None] * (ends - starts)[..., None, :]).round().long()
+    rows, cols = points[..., 0].clamp(0, h - 1), points[..., 1].clamp(0, w - 1)
+    flat = torch.arange(n).view(n, 1, 1) * (h * w) + rows * w + cols
+    mask = torch.zeros(n * h * w)
+    mask[flat[keep]] = 1.0
+    return mask.view(n, h, w)
 
 
 def _lines(x: torch.Tensor, seed: int, count: int, vertices: int, every: int) -> torch.Tensor:
-    gen = _gen(seed)
-    h, w = x.shape[-2:]
-    out = x.clone()
-    for i in range(len(x)):
-        mask = torch.zeros(h, w)
-        for _ in range(count):
-            pts = torch.rand(vertices, 2, generator=gen) * torch.tensor([h - 1.0, w - 1.0])
-            mask = torch.maximum(mask, _polyline_mask(h, w, pts, every))
-        out[i] = torch.maximum(out[i], mask.to(x.dtype))
-    return out
+    """``count`` bright polylines of ``vertices`` random vertices drawn over every image."""
+    n, _, h, w = x.shape
+    vertices_ = torch.rand(n, count, vertices, 2, generator=_gen(seed)) * torch.tensor([h - 1.0, w - 1.0])
+    starts = vertices_[:, :, :-1].reshape(n, -1, 2)
+    ends = vertices_[:, :, 1:].reshape(n, -1, 2)
+    return torch.maximum(x, _segment_masks(h, w, starts, ends, every).to(x.dtype)[:, None])
 
 
 def dotted_line(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
@@ -211,20 +220,20 @@ def glass_blur(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
 
 
 def motion_blur(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
-    """A straight streak: each image convolved with a line kernel at a random angle."""
+    """A straight streak: each image convolved with a line kernel at a random angle (one grouped
+    convolution for the whole batch)."""
     length = max(1 + severity, round(_level((3, 5, 7, 9, 11), severity) * x.shape[-1] / 28))
     size = 2 * ((length + 1) // 2) + 1
-    gen = _gen(seed)
-    out = torch.empty_like(x)
-    centre = torch.tensor([size // 2, size // 2], dtype=torch.float32)
-    for i in range(len(x)):
-        angle = torch.rand(1, generator=gen).item() * torch.pi
-        direction = torch.tensor([torch.sin(torch.tensor(angle)).item(), torch.cos(torch.tensor(angle)).item()])
-        ends = torch.stack([centre - direction * length / 2, centre + direction * length / 2])
-        kernel = _polyline_mask(size, size, ends).to(x.dtype)
-        kernel = (kernel / kernel.sum()).expand(x.shape[1], 1, size, size)
-        out[i] = torch.nn.functional.conv2d(x[i:i + 1], kernel, padding=size // 2, groups=x.shape[1])[0]
-    return out
+    n, c, h, w = x.shape
+    angle = torch.rand(n, generator=_gen(seed)) * torch.pi
+    direction = torch.stack([angle.sin(), angle.cos()], -1)  # (N, 2), rows then columns
+    centre = torch.full((n, 1, 2), float(size // 2))
+    half = (direction * length / 2)[:, None]
+    kernels = _segment_masks(size, size, centre - half, centre + half).to(x.dtype)
+    kernels = kernels / kernels.sum(dim=(1, 2), keepdim=True)
+    weight = kernels[:, None].repeat_interleave(c, dim=0)  # (N*C, 1, k, k): one kernel per image and channel
+    out = F.conv2d(x.reshape(1, n * c, h, w), weight, padding=size // 2, groups=n * c)
+    return out.view(n, c, h, w)
 
 
 def spatter(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
@@ -241,12 +250,10 @@ def spatter(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
 def stripe(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
     """A vertical band of the image inverted, wider with severity."""
     width = max(severity, round(_level((0.06, 0.1, 0.14, 0.18, 0.24), severity) * x.shape[-1]))
-    gen = _gen(seed)
-    out = x.clone()
-    for i in range(len(x)):
-        start = int(torch.randint(0, x.shape[-1] - width + 1, (1,), generator=gen))
-        out[i, ..., start:start + width] = 1 - x[i, ..., start:start + width]
-    return out
+    start = torch.randint(0, x.shape[-1] - width + 1, (len(x), 1), generator=_gen(seed))
+    column = torch.arange(x.shape[-1])
+    band = ((column >= start) & (column < start + width)).view(len(x), 1, 1, -1)
+    return torch.where(band, 1 - x, x)
 
 
 SHIFTS: dict[str, Callable[[torch.Tensor, int, int], torch.Tensor]] = {

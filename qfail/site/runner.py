@@ -12,7 +12,7 @@ constraints a value must meet::
 
 Types: ``int``, ``float``, ``str``, ``bool``, ``list[int]``, ``list[float]``, ``list[str]`` and
 ``Literal[...]`` (the allowed values). Constraints (written without ``=``, which papermill's own parser would trip on), separated by ``;`` (for a list they apply to
-every element): ``≥ a``, ``> a``, ``≤ b``, ``< b``; ``in NAME`` (another parameter's value, or
+every element): ``≥ a``, ``> a``, ``≤ b``, ``< b`` (a number or another parameter's name); ``in NAME`` (another parameter's value, or
 a constant of :data:`CONSTANTS`), ``in [a, b]`` (a literal list); ``len n``; ``6n+2``
 (``k*n+r`` in general); ``unique``; ``has 'x'`` (a list includes ``'x'``); ``data`` (the data set's files are present); ``device``
 (a device this machine has). A list must not be empty unless its default is. A wrong name or
@@ -178,8 +178,10 @@ def _violation(rule: str, value: Any, values: dict[str, Any]) -> str | None:
     """What ``value`` (one element) must be under ``rule``, or None if it complies."""
     m = re.fullmatch(r"(≥|>|≤|<)\s*(\S+)", rule)
     if m:
-        bound = ast.literal_eval(m.group(2))
-        return None if _COMPARE[m.group(1)](value, bound) else f"{m.group(1)} {bound:g}"
+        ref = m.group(2)
+        bound = values[ref] if ref in values else ast.literal_eval(ref)  # a number, or another parameter's value
+        shown = f"{bound:g}" if ref not in values else f"{ref} (= {bound:g})"
+        return None if _COMPARE[m.group(1)](value, bound) else f"{m.group(1)} {shown}"
     m = re.fullmatch(r"in\s+(.+)", rule)
     if m:
         ref = m.group(1).strip()

@@ -69,7 +69,7 @@ def test_error_inside_chapter_is_one_line_and_leaves_nothing(tmp_path, toy_chapt
     assert list(out.iterdir()) == []  # no half-executed notebook, no temporary folder
 
 
-def _violations(p: runner.Parameter, rule: str) -> list:
+def _violations(p: runner.Parameter, rule: str, declared: dict[str, runner.Parameter]) -> list:
     """Values of parameter ``p`` that break ``rule`` (and only need the other defaults)."""
     import re
 
@@ -79,7 +79,8 @@ def _violations(p: runner.Parameter, rule: str) -> list:
     number = isinstance(scalar, (int, float)) and not isinstance(scalar, bool)
     m = re.fullmatch(r"(≥|>|≤|<)\s*(\S+)", rule)
     if m:
-        bound = float(m.group(2))
+        ref = m.group(2)
+        bound = float(declared[ref].default if ref in declared else ref)  # a number or another parameter
         step = 1 if isinstance(scalar, int) else 0.5
         bad = {"≥": bound - step, ">": bound, "≤": bound + step, "<": bound}[m.group(1)]
         bad = int(bad) if isinstance(scalar, int) else bad
@@ -111,7 +112,7 @@ def test_every_declared_constraint_rejects_a_violating_value_before_a_kernel(tmp
         runner.coerce_parameters(chapter, {})  # the defaults meet every constraint
         for p in declared.values():
             for rule in p.constraints:
-                for bad in _violations(p, rule):
+                for bad in _violations(p, rule, declared):
                     with pytest.raises(runner.ParameterError, match=rf"parameter {p.name}=") as err:
                         runner.run_chapter(chapter, {p.name: bad}, tmp_path / "out")
                     assert "\n" not in str(err.value)

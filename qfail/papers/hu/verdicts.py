@@ -21,7 +21,7 @@ from qfail.papers.hu import published
 from qfail.papers.hu.disagreements import RETRAIN_ARMS, label
 from qfail.verdict import Estimate, Rule, decided_count, finding, wilson
 
-__all__ = ["SCORES", "MOSTLY_NEW", "above", "lowest", "majority", "verdict_table"]
+__all__ = ["SCORES", "MOSTLY_NEW", "above", "lowest", "majority", "shift_finding", "qat_finding", "verdict_table"]
 
 SCORES = ("Entropy", "Gini", "LC", "Margin")
 MOSTLY_NEW = Rule("more than half of the disagreements left after retraining are new", low=50.0)
@@ -79,6 +79,40 @@ def _by_rule(outcomes: list[str], what: str) -> str:
     return f"{majority(len(outcomes), what).judge(est)} (holds in {est.low:.0f} to {est.high:.0f} of {len(outcomes)} {what})"
 
 
+def shift_finding(summary: pd.DataFrame, settings: Sequence[str], claim: str = "") -> dict:
+    """Finding 1 from ``summary`` (``disagreements.summary_table``): for standard training, is the
+    pooled shifted rate above the in-distribution one, setting by setting?"""
+    paper = published.hu_shift_summary("MNIST")
+    standard = summary[summary.method == "standard"].set_index("setting")
+    cells = [above(standard.loc[s, "shifted low"], standard.loc[s, "shifted high"],
+                   standard.loc[s, "ID low"], standard.loc[s, "ID high"]) for s in settings]
+    return finding(claim or "1. shifted data give more disagreements (standard training)",
+                   "; ".join(f"{r.model} {label(r.setting)}: {r['clean per 1k']:.1f} clean vs {r['shifted per 1k']:.1f} "
+                             "shifted per 1k" for _, r in paper[(paper.training == "standard") & (paper.setting == "int8")].iterrows()),
+                   decided_count(cells, "settings"), majority(len(settings), "deployment settings"),
+                   _by_rule(_paper_shift_cells(paper), "model x setting cells"),
+                   measured="; ".join(f"{label(s)}: {standard.loc[s, 'ID per 1k']:.1f} [{standard.loc[s, 'ID low']:.1f}, "
+                                      f"{standard.loc[s, 'ID high']:.1f}] vs {standard.loc[s, 'shifted per 1k']:.1f} "
+                                      f"[{standard.loc[s, 'shifted low']:.1f}, {standard.loc[s, 'shifted high']:.1f}] per 1k"
+                                      for s in settings))
+
+
+def qat_finding(summary: pd.DataFrame, settings: Sequence[str], claim: str = "") -> dict:
+    """Finding 2 from ``summary``: is QAT's pooled shifted rate the lowest of the methods trained,
+    setting by setting, on separate intervals?"""
+    methods = list(dict.fromkeys(summary.method))
+    cells = []
+    for s in settings:
+        iv = summary[summary.setting == s].set_index("method")[["shifted low", "shifted high"]]
+        cells.append(lowest(iv.set_axis(["low", "high"], axis=1), "qat") if "qat" in methods else "inconclusive")
+    return finding(claim or "2. QAT gives the most stable models (lowest shifted rate)",
+                   "QAT vs standard, adversarial and Mixup on MNIST-C, per model and setting",
+                   decided_count(cells, "settings"), majority(len(settings), "deployment settings"),
+                   _by_rule(_paper_qat_cells(published.hu_shift_summary("MNIST")), "model x setting cells"),
+                   measured=("QAT lowest with separate intervals in " + ", ".join(
+                       f"{label(s)}: {o}" for s, o in zip(settings, cells))) if "qat" in methods else "QAT not trained")
+
+
 def verdict_table(summary: pd.DataFrame, advantage: pd.DataFrame, retrain: pd.DataFrame, setting: str,
                   settings: Sequence[str]) -> pd.DataFrame:
     """Hu et al.'s four findings.
@@ -92,22 +126,6 @@ def verdict_table(summary: pd.DataFrame, advantage: pd.DataFrame, retrain: pd.Da
         setting: the deployment setting of findings 3 and 4.
         settings: every deployment setting measured.
     """
-    paper = published.hu_shift_summary("MNIST")
-    standard = summary[summary.method == "standard"].set_index("setting")
-
-    shift_cells = [above(standard.loc[s, "shifted low"], standard.loc[s, "shifted high"],
-                         standard.loc[s, "ID low"], standard.loc[s, "ID high"]) for s in settings]
-    shift_rule = majority(len(settings), "deployment settings")
-    paper_shift = _paper_shift_cells(paper)
-
-    methods = list(dict.fromkeys(summary.method))
-    qat_cells = []
-    for s in settings:
-        iv = summary[summary.setting == s].set_index("method")[["shifted low", "shifted high"]]
-        qat_cells.append(lowest(iv.set_axis(["low", "high"], axis=1), "qat") if "qat" in methods else "inconclusive")
-    qat_rule = majority(len(settings), "deployment settings")
-    paper_qat = _paper_qat_cells(paper)
-
     margin_cells = ["reproduced" if r.low > 0 else "not reproduced" if r.high < 0 else "inconclusive"
                     for _, r in advantage.iterrows()]
     margin_rule = majority(len(advantage), "training methods")
@@ -127,19 +145,8 @@ def verdict_table(summary: pd.DataFrame, advantage: pd.DataFrame, retrain: pd.Da
                  for m in ("LeNet1", "LeNet5")}
 
     return pd.DataFrame([
-        finding("1. shifted data give more disagreements (standard training)",
-                "; ".join(f"{r.model} {label(r.setting)}: {r['clean per 1k']:.1f} clean vs {r['shifted per 1k']:.1f} "
-                          "shifted per 1k" for _, r in paper[(paper.training == "standard") & (paper.setting == "int8")].iterrows()),
-                decided_count(shift_cells, "settings"), shift_rule, _by_rule(paper_shift, "model x setting cells"),
-                measured="; ".join(f"{label(s)}: {standard.loc[s, 'ID per 1k']:.1f} [{standard.loc[s, 'ID low']:.1f}, "
-                                   f"{standard.loc[s, 'ID high']:.1f}] vs {standard.loc[s, 'shifted per 1k']:.1f} "
-                                   f"[{standard.loc[s, 'shifted low']:.1f}, {standard.loc[s, 'shifted high']:.1f}] per 1k"
-                                   for s in settings)),
-        finding("2. QAT gives the most stable models (lowest shifted rate)",
-                "QAT vs standard, adversarial and Mixup on MNIST-C, per model and setting",
-                decided_count(qat_cells, "settings"), qat_rule, _by_rule(paper_qat, "model x setting cells"),
-                measured=("QAT lowest with separate intervals in " + ", ".join(
-                    f"{label(s)}: {o}" for s, o in zip(settings, qat_cells))) if "qat" in methods else "QAT not trained"),
+        shift_finding(summary, settings),
+        qat_finding(summary, settings),
         finding("3. Margin flags disagreements best",
                 "AUROC (%) of Margin vs Entropy, Gini, LC per model and training",
                 decided_count(margin_cells, "methods"), margin_rule,

@@ -1,0 +1,64 @@
+"""The at-scale chapter's pieces: cut data, disagreement rates on two sample sizes, verdict rows."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from qfail.papers import at_scale
+from qfail.papers.hu.disagreements import ID
+from qfail.papers.li.pipelines import Attack
+
+
+def test_first_inputs_cuts_both_splits_and_keys_the_cut(digits):
+    cut = at_scale.first_inputs(digits, train=100, test=50)
+    assert (len(cut.train), len(cut.test), len(cut.val)) == (100, 50, len(digits.val))
+    assert bool((cut.test.x == digits.test.x[:50]).all())
+    assert cut.fingerprint != digits.fingerprint
+    assert at_scale.first_inputs(digits) is digits
+    assert at_scale.first_inputs(digits, train=10**6, test=10**6) is digits  # nothing cut: same key
+    with pytest.raises(ValueError, match="test_inputs"):
+        at_scale.first_inputs(digits, test=0)
+
+
+@pytest.fixture(scope="module")
+def lenets(digits):
+    return at_scale.lenets(digits, epochs=2, batch_size=64, seed=0)
+
+
+def test_clean_rate_uses_every_test_input_and_shifted_rates_the_first_ones(digits, lenets):
+    rates = at_scale.disagreement_rates(lenets, digits, ["dynamic"], ["rotate", "stripe"], severity=3,
+                                        shifted_inputs=100)
+    clean = rates[rates["shift"] == ID[0]]
+    shifted = rates[rates["shift"] != ID[0]]
+    assert set(rates.method) == set(at_scale.METHODS)
+    assert len(clean) == 2 and (clean.inputs == len(digits.test)).all()
+    assert len(shifted) == 4 and (shifted.inputs == 100).all()
+    assert set(shifted["shift"]) == {"rotate", "stripe"} and (shifted.severity == 3).all()
+
+
+def _frank(d_fp: float, d_q: float, r_fp: float, r_q: float) -> pd.DataFrame:
+    return pd.DataFrame({"FP acc": [d_fp, r_fp], "Q acc": [d_q, r_q], "mean bits": [3.0, 4.0]},
+                        index=["(f_D, π_D)", "(f_R, π_R)"])
+
+
+def test_frank_rows_judge_the_drops_on_their_intervals():
+    rows = at_scale.frank_rows(_frank(85.0, 25.0, 85.0, 84.8), 10_000).set_index("finding")["verdict"]
+    assert list(rows) == ["reproduced", "reproduced", "reproduced"]
+    few = at_scale.frank_rows(_frank(85.0, 80.0, 85.0, 84.8), 1_000).set_index("finding")["verdict"]
+    assert list(few) == ["not reproduced", "inconclusive", "inconclusive"]  # 5 points is no catastrophe
+
+
+def test_li_rows_read_activations_minus_weights_per_attacker():
+    table = pd.DataFrame({"clean": [86.0, 86.0], "white-box": [10.0, 4.0], "transfer": [5.0, 5.2]},
+                         index=pd.Index(["activations", "weights"], name="part"))
+    rows = at_scale.li_rows(table, 10_000, 4, Attack("pgd", "linf", 0.1))
+    assert list(rows.verdict) == ["reproduced", "inconclusive"]
+    assert "white-box PGD-linf 0.1" in rows.finding.iloc[0] and "transfer" in rows.finding.iloc[1]
+
+
+def test_hu_rows_need_separate_intervals():
+    summary = pd.DataFrame({"method": ["standard", "qat"], "setting": ["int8", "int8"],
+                            "ID per 1k": [2.0, 2.0], "ID low": [1.0, 1.0], "ID high": [3.0, 3.0],
+                            "shifted per 1k": [20.0, 10.0], "shifted low": [18.0, 8.0], "shifted high": [22.0, 12.0]})
+    rows = at_scale.hu_rows(summary, ["int8"])
+    assert list(rows.verdict) == ["reproduced", "reproduced"]

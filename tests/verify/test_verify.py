@@ -71,6 +71,30 @@ def test_crown_is_never_looser_than_ibp_and_ibp_is_exact_for_one_layer():
     assert torch.allclose(u1, vals.max(1).values.double(), atol=1e-5)
 
 
+def test_forward_pass_for_the_second_layer_equals_back_substitution(monkeypatch):
+    """On a narrow input CROWN bounds the second affine layer by carrying linear bounds forward;
+    the bounds must be those of back-substitution, for every kind of network."""
+    import importlib
+
+    bounds_module = importlib.import_module("qfail.verify.bounds")
+    net = _mlp(3, (4, 64, 64, 3))
+    gen = torch.Generator().manual_seed(2)
+    calib = torch.randn(512, 4, generator=gen)
+    lo = torch.randn(40, 4, generator=gen)
+    hi = lo + torch.rand(40, 1, generator=gen)
+    spec = verify.margin_spec(torch.randint(0, 3, (40,), generator=gen), 3)
+    for name, model in _variants(net, calib).items():
+        prog = verify.extract(model)
+        assert bounds_module._forward_is_cheaper(prog.steps, [i for i, s in enumerate(prog.steps)
+                                                             if isinstance(s, verify.program.Affine)][1])
+        forward = [verify.bounds(prog, lo, hi, "crown", s) for s in (None, spec)]
+        with monkeypatch.context() as m:
+            m.setattr(bounds_module, "_forward_is_cheaper", lambda steps, k: False)
+            backward = [verify.bounds(prog, lo, hi, "crown", s) for s in (None, spec)]
+        for f, b in zip(forward, backward):
+            assert torch.allclose(f[0], b[0], rtol=0, atol=1e-12) and torch.allclose(f[1], b[1], rtol=0, atol=1e-12), name
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), bits=st.sampled_from([2, 3, 4, 8]), width=st.floats(1e-4, 3.0),
        mode=st.sampled_from(["static", "dynamic"]))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import base64
 import importlib
+import logging
 import re
 import shutil
 import tempfile
@@ -171,6 +172,12 @@ def _constant(name: str) -> tuple:
     return tuple(getattr(importlib.import_module(module), attr))
 
 
+def _papermill_guess_filter(record: logging.LogRecord) -> bool:
+    """Drop papermill's "Passed unknown parameter" warning: its own guess at the parameters cell
+    skips ``Literal[...]`` annotations, and qfail has checked every parameter before it runs."""
+    return not record.getMessage().startswith("Passed unknown parameter")
+
+
 _COMPARE = {"≥": lambda v, b: v >= b, ">": lambda v, b: v > b, "≤": lambda v, b: v <= b, "<": lambda v, b: v < b}
 
 
@@ -289,6 +296,9 @@ def run_chapter(chapter: str, parameters: dict[str, Any] | None = None, out_dir:
     from qfail.site.widgets import static_pages
 
     values = coerce_parameters(chapter, parameters or {}, notebook_dir)
+    papermill_log = logging.getLogger("papermill")
+    if _papermill_guess_filter not in papermill_log.filters:
+        papermill_log.addFilter(_papermill_guess_filter)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{chapter}.ipynb"

@@ -69,6 +69,16 @@ def test_error_inside_chapter_is_one_line_and_leaves_nothing(tmp_path, toy_chapt
     assert list(out.iterdir()) == []  # no half-executed notebook, no temporary folder
 
 
+def test_a_literal_parameter_passes_without_papermills_unknown_parameter_warning(tmp_path, toy_chapter, caplog):
+    """papermill's own guess at the parameters cell skips ``Literal[...]`` lines; qfail checked them."""
+    nbs = toy_chapter("choice", 'mode: Literal["a", "b"] = "a"  # which', "print(mode)")
+    chapter = nbs / "choice.md"  # the annotation needs its import, in a cell before the parameters
+    chapter.write_text(chapter.read_text().replace("```{code-cell}", "```{code-cell} ipython3\nfrom typing import Literal\n```\n\n```{code-cell}", 1))
+    with caplog.at_level("WARNING", logger="papermill"):
+        runner.run_chapter("choice", {"mode": "b"}, tmp_path / "out", notebook_dir=nbs)
+    assert "Passed unknown parameter" not in caplog.text
+
+
 def _violations(p: runner.Parameter, rule: str, declared: dict[str, runner.Parameter]) -> list:
     """Values of parameter ``p`` that break ``rule`` (and only need the other defaults)."""
     import re

@@ -100,6 +100,12 @@ def prediction_strip(axes, images, fp_pred, q_pred, labels) -> None:
         ax.set_yticks([])
 
 
+def rate_series(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One series for :func:`interval_bars` from a ``disagreements.summary_table``: the per-1,000
+    rate ``name`` ("ID" or "shifted") with its interval, as columns mid, low and high."""
+    return table[[f"{name} per 1k", f"{name} low", f"{name} high"]].set_axis(["mid", "low", "high"], axis=1)
+
+
 def interval_bars(ax, series: dict[str, pd.DataFrame], groups: list[str], ylabel: str = "") -> None:
     """Grouped bars with asymmetric error bars: one bar per series in each group.
 

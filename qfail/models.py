@@ -14,9 +14,16 @@ from torch import nn
 
 from qfail.checks import check_choice, check_range
 
-__all__ = ["MODELS", "MLP", "SmallCNN", "LeNet", "CifarResNet", "BasicBlock", "resnet18", "build_model"]
+__all__ = ["MODELS", "channels_last", "MLP", "SmallCNN", "LeNet", "CifarResNet", "BasicBlock", "resnet18", "build_model"]
 
 MODELS = ("mlp", "cnn", "lenet1", "lenet5", "resnet", "resnet18")
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """The batch in channels-last (NHWC) memory order. On the CPU, oneDNN's convolutions and
+    max-pooling run faster on it (max-pool about 8x, a conv block's forward and backward 1.4x,
+    measured on this project's AVX2 machine); the values and the logical shape are unchanged."""
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class MLP(nn.Module):
@@ -63,7 +70,7 @@ class SmallCNN(nn.Module):
         self.classifier = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        return self.classifier(self.features(channels_last(x)))
 
 
 class LeNet(nn.Module):
@@ -93,7 +100,7 @@ class LeNet(nn.Module):
         self.classifier = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        return self.classifier(self.features(channels_last(x)))
 
 
 class BasicBlock(nn.Module):
@@ -142,7 +149,7 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(c_in, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.blocks(self.stem(x))))
+        return self.fc(self.pool(self.blocks(self.stem(channels_last(x)))))
 
 
 def resnet18(input_shape: tuple[int, ...], num_classes: int = 10) -> nn.Module:

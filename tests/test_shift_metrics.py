@@ -104,3 +104,17 @@ def test_mc_dropout_variance_needs_dropout_and_is_seeded():
     metrics.mc_dropout_variance(net, x)
     assert not net.training
 
+
+
+def test_mc_dropout_runs_a_cnns_features_once_with_the_same_masks():
+    from qfail.models import build_model
+
+    net = build_model("cnn", (1, 8, 8), seed=0, dropout=0.25)
+    x = torch.rand(50, 1, 8, 8)
+    torch.manual_seed(0)
+    fast = metrics.mc_dropout_variance(net, x, samples=5, seed=3)
+    whole = lambda m: ((lambda x: x), m)  # noqa: E731 - the path every other model takes
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(metrics, "_split_before_dropout", whole)
+        slow = metrics.mc_dropout_variance(net, x, samples=5, seed=3)
+    assert np.allclose(fast, slow, rtol=1e-5, atol=1e-9) and (fast > 0).all()

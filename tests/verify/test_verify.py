@@ -163,3 +163,33 @@ def test_bad_input_is_one_line():
         verify.bounds(prog, torch.zeros(1, 3), torch.ones(1, 3))
     with pytest.raises(ValueError, match="is not supported"):
         verify.extract(nn.Sequential(nn.Conv2d(1, 1, 3)))
+
+
+def test_float32_product_on_a_wide_input_is_sound_and_as_tight(monkeypatch):
+    """From FLOAT32_WIDTH inputs on, CROWN's widest product runs in float32 with its rounding
+    error bounded: the bounds must contain sampled outputs and stay within 1e-4 of the float64
+    ones (relative to the width), never tighter than what float64 proves minus rounding."""
+    import importlib
+
+    bounds_module = importlib.import_module("qfail.verify.bounds")
+    width = bounds_module.FLOAT32_WIDTH
+    net = _mlp(4, (width + 16, 48, 48, 4))
+    gen = torch.Generator().manual_seed(3)
+    calib = torch.rand(256, width + 16, generator=gen)
+    lo = torch.rand(12, width + 16, generator=gen)
+    hi = lo + torch.tensor([0.001, 0.01, 0.05]).repeat_interleave(4).unsqueeze(1)
+    spec = verify.margin_spec(torch.randint(0, 4, (12,), generator=gen), 4)
+    for name, model in _variants(net, calib).items():
+        prog = verify.extract(model)
+        for s in (None, spec):
+            fast = verify.bounds(prog, lo, hi, "crown", s)
+            with monkeypatch.context() as m:
+                m.setattr(bounds_module, "FLOAT32_WIDTH", 10 ** 9)
+                exact = verify.bounds(prog, lo, hi, "crown", s)
+            scale = (exact[1] - exact[0]).abs() + 1e-9
+            assert (fast[0] <= exact[0] + 1e-12).all() and (fast[1] >= exact[1] - 1e-12).all(), name
+            assert ((exact[0] - fast[0]) / scale).max() < 1e-4 and ((fast[1] - exact[1]) / scale).max() < 1e-4, name
+        pts = lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * torch.rand(12, 200, width + 16, generator=gen)
+        out = _outputs(model, pts.reshape(-1, width + 16)).reshape(12, 200, -1).double()
+        l, u = verify.bounds(prog, lo, hi, "crown")
+        assert (out >= l.unsqueeze(1)).all() and (out <= u.unsqueeze(1)).all(), name

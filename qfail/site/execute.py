@@ -3,9 +3,8 @@
 Jupyter Book 1 (MyST-NB, ``execute_notebooks: cache``) executes the chapters one after another
 while it reads them. The chapters run torch on one thread (:mod:`qfail.machine`), so on a
 machine with two cores half of it would sit idle. ``execute_chapters`` runs the chapters whose
-code is not cached yet in ``workers`` processes, longest first (by the last build's times), the
-chapters of one work one after another in one process (so that a later one finds the models an
-earlier one cached, instead of training them a second time beside it), and stores each executed notebook in the same jupyter-cache that MyST-NB then reads: the build that
+code is not cached yet in ``workers`` processes, longest first (by the last build's times), and
+stores each executed notebook in the same jupyter-cache that MyST-NB then reads: the build that
 follows finds every chapter cached and only renders. A chapter that fails stops the build with
 its one-line error, as MyST-NB's own execution would.
 """
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from qfail.site.runner import ChapterError
 
-__all__ = ["toc_chapters", "work_of", "execute_chapters", "cached_notebooks"]
+__all__ = ["toc_chapters", "execute_chapters", "cached_notebooks"]
 
 
 def toc_chapters(root: Path) -> list[Path]:
@@ -61,21 +60,11 @@ def _execute(path: str, timeout: int) -> tuple[str, dict | None, float, str | No
     return path, json.loads(json.dumps(nb)), result.time, None
 
 
-def work_of(path: Path) -> str:
-    """The work a chapter belongs to: its name up to the first underscore (``frank_pairs`` ->
-    ``frank``), except ``at_scale``, which composes all of them and stands alone."""
-    return path.stem if path.stem == "at_scale" else path.stem.split("_")[0]
-
-
-def _execute_group(paths: list[str], timeout: int) -> list[tuple[str, dict | None, float, str | None]]:
-    """Worker: run chapters one after another (the later ones reuse what the earlier cached),
-    stopping at the first that fails."""
-    results = []
-    for path in paths:
-        results.append(_execute(path, timeout))
-        if results[-1][3] is not None:
-            break
-    return results
+def _expected_seconds(root: Path) -> dict[str, float]:
+    """Seconds per chapter of a fresh build on the reference machine (2 cores): the order of
+    work for a clone that has no build report of its own yet."""
+    path = root / "book" / "expected-seconds.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def execute_chapters(root: Path, cache_path: Path, workers: int | None = None, timeout: int = 1800,
@@ -95,32 +84,30 @@ def execute_chapters(root: Path, cache_path: Path, workers: int | None = None, t
             cache.match_cache_notebook(_read(path))
         except KeyError:
             todo.append(path)
-    previous = previous or {}
-    groups: dict[str, list[Path]] = {}  # one work's chapters share cached models: one worker, in toc order
-    for path in todo:
-        groups.setdefault(work_of(path), []).append(path)
-    # longest first, so that the last to finish started first: by the last build's times, and
-    # without them by the size of the chapters' sources (a rough proxy: Li's is the largest)
-    order = sorted(groups.values(), reverse=True,
-                   key=lambda g: (sum(previous.get(p.stem, 0.0) for p in g), sum(p.stat().st_size for p in g)))
+    previous = previous or _expected_seconds(root)
+    # longest first, so that the last to finish started first: by the last build's times, or on a
+    # fresh clone by book/expected-seconds.json, else by the size of the chapter's source (a
+    # rough proxy). Frank & Ardis's analyses (shorter) then start after its pairs (longer), whose
+    # cached pair they reuse.
+    todo.sort(key=lambda p: (previous.get(p.stem, 0.0), p.stat().st_size), reverse=True)
     workers = workers or min(2, os.cpu_count() or 1)
     done: dict[str, float] = {}
     if not todo:
         return done
-    with ProcessPoolExecutor(max_workers=min(workers, len(order))) as pool:
-        futures = [pool.submit(_execute_group, [str(p) for p in group], timeout) for group in order]
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+        futures = [pool.submit(_execute, str(p), timeout) for p in todo]
         for future in as_completed(futures):
-            for path, executed, seconds, error in future.result():
-                if error is not None:
-                    for other in futures:
-                        other.cancel()
-                    raise ChapterError(f"chapter {Path(path).stem!r} failed: {error}")
-                record = cache.add_nb_to_project(path, read_data={"name": "myst_nb_md", "type": "plugin"})
-                cache.cache_notebook_bundle(CacheBundleIn(nbformat.from_dict(executed), record.uri,
-                                                          data={"execution_seconds": seconds}),
-                                            check_validity=False, overwrite=True)
-                done[Path(path).stem] = seconds
-                print(f"executed {Path(path).stem} in {seconds:.0f} s", flush=True)
+            path, executed, seconds, error = future.result()
+            if error is not None:
+                for other in futures:
+                    other.cancel()
+                raise ChapterError(f"chapter {Path(path).stem!r} failed: {error}")
+            record = cache.add_nb_to_project(path, read_data={"name": "myst_nb_md", "type": "plugin"})
+            cache.cache_notebook_bundle(CacheBundleIn(nbformat.from_dict(executed), record.uri,
+                                                      data={"execution_seconds": seconds}),
+                                        check_validity=False, overwrite=True)
+            done[Path(path).stem] = seconds
+            print(f"executed {Path(path).stem} in {seconds:.0f} s", flush=True)
     return done
 
 

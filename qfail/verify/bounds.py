@@ -89,16 +89,28 @@ def _concretize_through(weight: torch.Tensor, lam: torch.Tensor, lo: torch.Tenso
     With C = lam W the bound is C mid - |C| rad. The first term is lam (W mid), in float64. For
     the second, C32 = fl32(lam) fl32(W) differs from C by at most g |lam| |W| per entry (g: twice
     Higham's gamma for the inner dimension, plus lam's own rounding; W is float32 already), so
-    sum |C| rad <= sum |C32| rad32 + g |lam| (|W| rad), the first sum accumulated in float64 from
-    float32 products rounded up by a relative 2^-22 (rad32: rad rounded up)."""
-    mid, rad = ((hi + lo) / 2).unsqueeze(-1), ((hi - lo) / 2)
+    sum |C| rad <= sum |C32| rad32 + g |lam| (|W| rad) (rad32: rad rounded up), the first sum
+    bounded from above by :func:`_sum_up`."""
+    mid, rad = (hi + lo) / 2, (hi - lo) / 2
     n = weight.shape[0]
     gamma = 2 * (n + 3) * UNIT_ROUNDOFF_32 / (1 - (n + 3) * UNIT_ROUNDOFF_32)
-    centre = (lam @ (weight @ mid)).squeeze(-1)
-    error = gamma * (lam.abs() @ (weight.abs() @ rad.unsqueeze(-1))).squeeze(-1)
+    centre = (lam @ (mid @ weight.T).unsqueeze(-1)).squeeze(-1)
+    error = gamma * (lam.abs() @ (rad @ weight.abs().T).unsqueeze(-1)).squeeze(-1)
     c32 = lam.float() @ weight.float()
-    spread = torch.sum(c32.abs_().mul_(_up32(rad).unsqueeze(1)), -1, dtype=torch.float64) * (1 + 2.0 ** -22)
-    return centre - spread - error
+    return centre - _sum_up(c32.abs_().mul_(_up32(rad).unsqueeze(1))) - error
+
+
+def _sum_up(terms: torch.Tensor, block: int = 64) -> torch.Tensor:
+    """An upper bound, in float64, of the exact sum over the last axis of non-negative float32
+    products (each rounded by at most 2^-24 relative): float32 sums over blocks of at most
+    ``block`` terms (each within twice Higham's gamma of exact), then a float64 sum of the blocks."""
+    d = terms.shape[-1]
+    size = max(b for b in range(1, block + 1) if d % b == 0)
+    if size < 8:
+        return torch.sum(terms, -1, dtype=torch.float64) * (1 + 2.0 ** -22)
+    partial = terms.view(*terms.shape[:-1], d // size, size).sum(-1)
+    slack = 2 * (size + 2) * UNIT_ROUNDOFF_32 / (1 - (size + 2) * UNIT_ROUNDOFF_32)
+    return partial.double().sum(-1) * (1 + slack)
 
 
 def _back_substitute(steps: list[Step], bounds_in: list[tuple[torch.Tensor, torch.Tensor]],
@@ -121,8 +133,9 @@ def _back_substitute(steps: list[Step], bounds_in: list[tuple[torch.Tensor, torc
     for k in range(len(steps) - 1, -1, -1):
         step, (l_in, u_in) = steps[k], bounds_in[k]
         if isinstance(step, Affine):
-            slack = step.slack(l_in, u_in).unsqueeze(-1)  # (N, d_out, 1)
-            const = const + lam @ step.bias - (lam.abs() @ slack).squeeze(-1)
+            const = const + lam @ step.bias
+            if step.float32:  # the network's own float32 rounding (none in exact arithmetic)
+                const = const - (lam.abs() @ step.slack(l_in, u_in).unsqueeze(-1)).squeeze(-1)
             if k == 0 and step.weight.shape[1] >= FLOAT32_WIDTH:
                 low = _concretize_through(step.weight, lam, lo, hi) + const
                 m = low.shape[1] // 2
@@ -130,9 +143,12 @@ def _back_substitute(steps: list[Step], bounds_in: list[tuple[torch.Tensor, torc
             lam = lam @ step.weight
         else:
             a_l, c_l, a_u, c_u = _relaxation(step, l_in, u_in)
-            pos, neg = lam.clamp(min=0), lam.clamp(max=0)
-            const = const + (pos @ c_l.unsqueeze(-1)).squeeze(-1) + (neg @ c_u.unsqueeze(-1)).squeeze(-1)
-            lam = pos * a_l.unsqueeze(1) + neg * a_u.unsqueeze(1)
+            # pos a_l + neg a_u, written as lam a_l + neg (a_u - a_l): fewer passes over lam
+            neg = lam.clamp(max=0)
+            const = const + (neg @ (c_u - c_l).unsqueeze(-1)).squeeze(-1)
+            if bool(c_l.any()):  # a ReLU's lower line passes through 0
+                const = const + (lam @ c_l.unsqueeze(-1)).squeeze(-1)
+            lam = lam.mul(a_l.unsqueeze(1)).add_(neg.mul_((a_u - a_l).unsqueeze(1)))
     mid, rad = ((hi + lo) / 2).unsqueeze(-1), ((hi - lo) / 2).unsqueeze(-1)
     low = (lam @ mid).squeeze(-1) - (lam.abs() @ rad).squeeze(-1) + const
     m = low.shape[1] // 2

@@ -22,11 +22,3 @@ def test_a_failing_chapter_stops_with_one_line(tmp_path, toy_chapter):
         'raise ValueError(f"seed={seed} broke the chapter")', "print(seed)"))
     assert list(execute.execute_chapters(tmp_path, tmp_path / "cache", workers=1)) == ["broken"]
     assert execute.execute_chapters(tmp_path, tmp_path / "cache", workers=1) == {}
-
-
-def test_one_works_chapters_share_a_worker():
-    groups = {}
-    for path in execute.toc_chapters(ROOT):
-        groups.setdefault(execute.work_of(path), []).append(path.stem)
-    assert groups["frank"] == ["frank_distill", "frank_pairs", "frank_analyses"]  # stage order: each reuses the last
-    assert groups["at_scale"] == ["at_scale"] and groups["li"] == ["li"]

@@ -92,8 +92,7 @@ def mc_dropout_variance(model: nn.Module, x: torch.Tensor, samples: int = 20, se
 def _split_before_dropout(model: nn.Module) -> tuple[Callable, Callable]:
     """``model`` as prefix then suffix, cut before its first dropout for qfail's CNNs (a
     ``features`` module, then a ``classifier`` Sequential that holds the dropout); otherwise the
-    identity and the whole model. The dropout masks are drawn in the same
-    order either way."""
+    identity and the whole model. The dropout masks are drawn in the same order either way."""
     from qfail.models import LeNet, SmallCNN  # forward = classifier(features(x)), dropout in the classifier
 
     if type(model) in (SmallCNN, LeNet):

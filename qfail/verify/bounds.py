@@ -88,7 +88,7 @@ def _concretize_through(weight: torch.Tensor, lam: torch.Tensor, lo: torch.Tenso
 
     With C = lam W the bound is C mid - |C| rad. The first term is lam (W mid), in float64. For
     the second, C32 = fl32(lam) fl32(W) differs from C by at most g |lam| |W| per entry (g: twice
-    Higham's gamma for the inner dimension, plus lam's own rounding; W is float32 already), so
+    Higham's gamma for the inner dimension plus the rounding of lam and W to float32), so
     sum |C| rad <= sum |C32| rad32 + g |lam| (|W| rad) (rad32: rad rounded up), the first sum
     bounded from above by :func:`_sum_up`."""
     mid, rad = (hi + lo) / 2, (hi - lo) / 2

@@ -7,7 +7,6 @@ agreements is scored with scikit-learn (AUROC, average precision, TNR at 95% TPR
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from qfail.checks import check_range
+from qfail.models import split_before_dropout
 
 __all__ = ["Rate", "proportion", "disagreement", "uncertainty_scores", "mc_dropout_variance", "separation", "SCORES"]
 
@@ -79,7 +79,7 @@ def mc_dropout_variance(model: nn.Module, x: torch.Tensor, samples: int = 20, se
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.train()
-    prefix, suffix = _split_before_dropout(model)
+    prefix, suffix = split_before_dropout(model)
     out = []
     for i in range(0, len(x), batch_size):
         h = prefix(x[i:i + batch_size])  # deterministic: computed once, not once per sample
@@ -87,19 +87,6 @@ def mc_dropout_variance(model: nn.Module, x: torch.Tensor, samples: int = 20, se
         out.append(runs.var(0).mean(1).double())
     model.train(was)
     return torch.cat(out).numpy()
-
-
-def _split_before_dropout(model: nn.Module) -> tuple[Callable, Callable]:
-    """``model`` as prefix then suffix, cut before its first dropout for qfail's CNNs (a
-    ``features`` module, then a ``classifier`` Sequential that holds the dropout); otherwise the
-    identity and the whole model. The dropout masks are drawn in the same order either way."""
-    from qfail.models import LeNet, SmallCNN  # forward = classifier(features(x)), dropout in the classifier
-
-    if type(model) in (SmallCNN, LeNet):
-        features, classifier = model.features, model.classifier
-        cut = next(i for i, m in enumerate(classifier) if isinstance(m, nn.Dropout))
-        return (lambda x: classifier[:cut](features(x))), classifier[cut:]
-    return (lambda x: x), model
 
 
 def separation(score: np.ndarray, is_disagreement: np.ndarray, seed: int = 0) -> dict[str, float]:

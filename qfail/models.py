@@ -8,13 +8,15 @@ trace with ``torch.fx``. Each takes ``input_shape = (C, H, W)`` and works from 8
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from qfail.checks import check_choice, check_range
 
-__all__ = ["MODELS", "channels_last", "MaxPool2d", "MLP", "SmallCNN", "LeNet", "CifarResNet", "BasicBlock", "resnet18", "build_model"]
+__all__ = ["MODELS", "channels_last", "MaxPool2d", "MLP", "SmallCNN", "LeNet", "CifarResNet", "BasicBlock", "resnet18", "build_model",
+           "split_before_dropout"]
 
 MODELS = ("mlp", "cnn", "lenet1", "lenet5", "resnet", "resnet18")
 
@@ -159,6 +161,18 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(self.blocks(self.stem(channels_last(x)))))
+
+
+def split_before_dropout(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module]:
+    """``model`` as a deterministic prefix and the rest, cut before its first dropout, so that
+    MC-dropout can run the prefix once per batch: for SmallCNN and LeNet (``classifier(features(x))``
+    with the dropout in the classifier); otherwise the identity and the whole model. The
+    dropout masks are drawn in the same order either way."""
+    if type(model) in (SmallCNN, LeNet) and any(isinstance(m, nn.Dropout) for m in model.classifier):
+        features, classifier = model.features, model.classifier
+        cut = next(i for i, m in enumerate(classifier) if isinstance(m, nn.Dropout))
+        return (lambda x: classifier[:cut](features(x))), classifier[cut:]
+    return (lambda x: x), model
 
 
 def resnet18(input_shape: tuple[int, ...], num_classes: int = 10) -> nn.Module:

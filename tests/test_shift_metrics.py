@@ -105,7 +105,6 @@ def test_mc_dropout_variance_needs_dropout_and_is_seeded():
     assert not net.training
 
 
-
 def test_mc_dropout_runs_a_cnns_features_once_with_the_same_masks():
     from qfail.models import build_model
 
@@ -115,6 +114,6 @@ def test_mc_dropout_runs_a_cnns_features_once_with_the_same_masks():
     fast = metrics.mc_dropout_variance(net, x, samples=5, seed=3)
     whole = lambda m: ((lambda x: x), m)  # noqa: E731 - the path every other model takes
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(metrics, "_split_before_dropout", whole)
+        mp.setattr(metrics, "split_before_dropout", whole)
         slow = metrics.mc_dropout_variance(net, x, samples=5, seed=3)
     assert np.allclose(fast, slow, rtol=1e-5, atol=1e-9) and (fast > 0).all()

@@ -191,5 +191,5 @@ def test_float32_product_on_a_wide_input_is_sound_and_as_tight(monkeypatch):
             assert ((exact[0] - fast[0]) / scale).max() < 1e-4 and ((fast[1] - exact[1]) / scale).max() < 1e-4, name
         pts = lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * torch.rand(12, 200, width + 16, generator=gen)
         out = _outputs(model, pts.reshape(-1, width + 16)).reshape(12, 200, -1).double()
-        l, u = verify.bounds(prog, lo, hi, "crown")
-        assert (out >= l.unsqueeze(1)).all() and (out <= u.unsqueeze(1)).all(), name
+        lower, upper = verify.bounds(prog, lo, hi, "crown")
+        assert (out >= lower.unsqueeze(1)).all() and (out <= upper.unsqueeze(1)).all(), name

@@ -3,7 +3,9 @@
 Inputs live in [0, 1] (``qfail.data`` never normalises), so ``eps`` is a budget in pixel units
 and every example is clipped back into the valid range. Attacks take the gradient of the
 cross-entropy with respect to the *input only* (``torch.autograd.grad``), with the model in eval
-mode, so BatchNorm statistics and parameter gradients are left untouched.
+mode and its parameters frozen for the attack's duration, so BatchNorm statistics and parameter
+gradients are left untouched (and a fake-quantized layer reuses its quantized weight instead of
+quantizing it again for every step).
 
 On a fake-quantized model the input gradient passes through the rounding by the
 straight-through estimator: a white-box attack on a quantized model is an attack on its STE
@@ -17,7 +19,8 @@ needs no gradient at all, so it is blind to whatever the STE does to the gradien
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -58,18 +61,27 @@ def _check(eps: float, norm: str) -> None:
     check_range("eps", eps, 0.0, 1e3)
 
 
-def _eval_mode(model: nn.Module) -> bool:
+@contextlib.contextmanager
+def _fixed(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode with no parameter requiring a gradient, both restored on exit."""
     was = model.training
+    trainable = [p for p in model.parameters() if p.requires_grad]
     model.eval()
-    return was
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+        model.train(was)
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf") -> torch.Tensor:
     """One gradient step of size ``eps`` (Goodfellow et al., 2015); L2: the fast gradient method."""
     _check(eps, norm)
-    was = _eval_mode(model)
-    g = _input_grad(model, x, y)
-    model.train(was)
+    with _fixed(model):
+        g = _input_grad(model, x, y)
     step = g.sign() if norm == "linf" else _l2_normalise(g)
     return (x + eps * step).clamp(0.0, 1.0).detach()
 
@@ -104,18 +116,17 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: st
             radius = torch.rand(len(x), generator=gen).to(x).view(-1, *([1] * (x.dim() - 1)))
             delta = direction * radius * eps
     adv = (x + delta).clamp(0.0, 1.0)
-    was = _eval_mode(model)
     active = torch.arange(len(x), device=x.device)
-    for _ in range(steps):
-        if not len(active):
-            break
-        g, fooled = _input_grad(model, adv[active], y[active], with_fooled=True)
-        step = g.sign() if norm == "linf" else _l2_normalise(g)
-        moved = (x[active] + _project(adv[active] + alpha * step - x[active], eps, norm)).clamp(0.0, 1.0)
-        keep = fooled if stop_on_success else torch.zeros_like(fooled)
-        adv[active[~keep]] = moved[~keep]
-        active = active[~keep]
-    model.train(was)
+    with _fixed(model):
+        for _ in range(steps):
+            if not len(active):
+                break
+            g, fooled = _input_grad(model, adv[active], y[active], with_fooled=True)
+            step = g.sign() if norm == "linf" else _l2_normalise(g)
+            moved = (x[active] + _project(adv[active] + alpha * step - x[active], eps, norm)).clamp(0.0, 1.0)
+            keep = fooled if stop_on_success else torch.zeros_like(fooled)
+            adv[active[~keep]] = moved[~keep]
+            active = active[~keep]
     return adv.detach()
 
 
@@ -130,9 +141,8 @@ def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, eps: f
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    was = _eval_mode(model)
-    pred = model(x).argmax(1)
-    model.train(was)
+    with _fixed(model):
+        pred = model(x).argmax(1)
     return pred
 
 
@@ -201,17 +211,16 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
     apgdt.n_target_classes = targets
     chain = [torchattacks.APGD(model, norm=norm_name, eps=eps, steps=steps, loss="ce", seed=seed), apgdt,
              torchattacks.Square(model, norm=norm_name, eps=eps, n_queries=queries, seed=seed)]
-    was = _eval_mode(model)
     x, y = x.detach().to(device), y.to(device)
     adv = x.clone()
-    alive = _predict(model, adv) == y
-    for atk in chain:
-        if not alive.any():
-            break
-        idx = alive.nonzero().flatten()
-        found = atk(x[idx], y[idx]).detach()
-        broken = _predict(model, found) != y[idx]
-        adv[idx[broken]] = found[broken]
-        alive[idx[broken]] = False
-    model.train(was)
+    with _fixed(model):
+        alive = _predict(model, adv) == y
+        for atk in chain:
+            if not alive.any():
+                break
+            idx = alive.nonzero().flatten()
+            found = atk(x[idx], y[idx]).detach()
+            broken = _predict(model, found) != y[idx]
+            adv[idx[broken]] = found[broken]
+            alive[idx[broken]] = False
     return adv.cpu()

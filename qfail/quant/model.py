@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -138,7 +139,7 @@ class QuantLayer(nn.Module):
 
     @property
     def calibrated(self) -> bool:
-        return bool(torch.isfinite(self.act_lo))
+        return math.isfinite(self.act_lo.item())  # one read, no tensor op: checked on every forward
 
     # ----- quantizers --------------------------------------------------------------------------
     def quantized_weight(self) -> torch.Tensor:
@@ -199,7 +200,7 @@ class QuantLayer(nn.Module):
         return torch.maximum(torch.minimum(x, scale * (q_max - zp)), scale * (q_min - zp))
 
     def _track_range(self, x: torch.Tensor) -> None:
-        lo, hi = x.detach().min(), x.detach().max()
+        lo, hi = torch.aminmax(x.detach())
         if not self.calibrated:
             self.act_lo.copy_(lo)
             self.act_hi.copy_(hi)

@@ -12,6 +12,7 @@ also be a tensor broadcasting the same way, which is how a per-input bit-width p
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,7 @@ class QRange:
     q_max: int
 
 
+@functools.lru_cache(maxsize=256, typed=True)  # called on every fake-quant step; the checks still raise
 def qrange(bits: int, scheme: str) -> QRange:
     """Signed codes for symmetric, unsigned codes for asymmetric (as in int8 / uint8)."""
     check_bits("bits", bits)
@@ -67,7 +69,8 @@ def choose_qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int | torch.Tensor,
         >>> round(s.item(), 4), z.item()
         (0.01, 0.0)
     """
-    check_choice("scheme", scheme, SCHEMES)
+    if scheme not in SCHEMES:  # the check itself costs more than the rest on a small layer
+        check_choice("scheme", scheme, SCHEMES)
     lo = torch.clamp(torch.as_tensor(lo, dtype=torch.float32), max=0.0)
     hi = torch.clamp(torch.as_tensor(hi, dtype=torch.float32), min=0.0)
     q_min, q_max = integer_levels(bits, scheme)

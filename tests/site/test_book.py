@@ -35,7 +35,7 @@ SMALL = {"primer": {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bi
          "frank_analyses": {"queries": "500", "rounds": "2", "retain_epochs": "1", "corruptions": "gaussian_noise,rotate",
                             "severities": "1,3", "examples": "4"},
          "at_scale": {"train_inputs": "2000", "test_inputs": "300", "epochs": "2", "shifts": "rotate,stripe",
-                      "shifted_inputs": "100", "pgd_steps": "2", "queries": "200", "student_epochs": "1", "rounds": "1",
+                      "shifted_inputs": "100", "attacked_inputs": "100", "pgd_steps": "2", "queries": "200", "student_epochs": "1", "rounds": "1",
                       "bit_widths": "2,8"}}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

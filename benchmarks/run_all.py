@@ -3,6 +3,8 @@
 1. Fake quantization of 4M float32 values: qfail vs torch's fused ops
    (``torch.fake_quantize_per_tensor_affine`` / ``per_channel_affine``), 4 and 8 bits,
    inference (no autograd) and forward+backward. Goal: qfail/torch <= 1.1.
+1b. The same against ``torch.compile`` of the formula: compile time, per-call times on three
+   tensor sizes and the calls that would repay the compile.
 2. Real INT8 (``qfail.quant.int8_dynamic``, x86 engine) vs FP32 on a Linear-heavy MLP
    1024-4096-4096-10, batch 64. Goal: >= 3.9x smaller, >= 2x faster.
 
@@ -67,6 +69,35 @@ def fake_quant_rows() -> list[tuple]:
     return rows
 
 
+def compiled_rows() -> tuple[float, list[tuple]]:
+    """torch.compile'd fake quantization: its one-off compile time, then per-call ms against
+    qfail's on the 4.19M tensor, a CNN activation of a chapter (batch 200, 8x16x16) and a
+    controller's (batch 8, 64 units). Compiling pays for a chapter only when its calls, times the
+    saving per call, exceed the compile time (and every new shape costs a recompile)."""
+    r = qrange(8, "asymmetric")
+    q_min, q_max = r.q_min, r.q_max
+
+    def formula(x, s, z):
+        return (torch.clamp(torch.round(x / s) + z, q_min, q_max) - z) * s
+
+    torch.manual_seed(0)
+    big = torch.randn(1024, 4096)
+    s, z = choose_qparams(big.min(), big.max(), 8)
+    compiled = torch.compile(formula, dynamic=True)
+    with torch.no_grad():
+        start = time.perf_counter()
+        compiled(big, s, z)
+        compile_s = time.perf_counter() - start
+        rows = []
+        for name, x in (("4.19M values", big), ("activation 200x8x16x16", torch.randn(200, 8, 16, 16)),
+                        ("activation 8x64", torch.randn(8, 64))):
+            compiled(x, s, z)  # a new shape: dynamic=True should not recompile, but warm it anyway
+            repeats = 30 if x.numel() > 10**6 else 300
+            ours, ref = paired_ms(lambda: fake_quantize(x, s, z, q_min, q_max), lambda: compiled(x, s, z), repeats)
+            rows.append((name, ours, ref))
+    return compile_s, rows
+
+
 def int8_rows() -> tuple[float, float, float, float]:
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 10)).eval()
@@ -83,6 +114,12 @@ def main() -> None:
     print(f"{'case':40s} {'qfail':>8s} {'torch':>8s} {'ratio':>7s}")
     for name, ours, ref in fake_quant_rows():
         print(f"{name:40s} {ours:8.2f} {ref:8.2f} {ours / ref:7.2f}")
+    compile_s, rows = compiled_rows()
+    print(f"\n1b. torch.compile'd fake quantization (8-bit, inference): compiled once in {compile_s:.1f} s")
+    print(f"{'tensor':40s} {'qfail':>8s} {'compiled':>8s} {'ratio':>7s} {'calls to repay':>15s}")
+    for name, ours, ref in rows:
+        repay = f"{compile_s / ((ours - ref) / 1e3):15,.0f}" if ours > ref else f"{'never':>15s}"
+        print(f"{name:40s} {ours:8.3f} {ref:8.3f} {ours / ref:7.2f} {repay}")
     fp_size, q_size, fp_ms, q_ms = int8_rows()
     print("\n2. real INT8 (dynamic, x86) vs FP32, MLP 1024-4096-4096-10, batch 64 (goal >= 3.9x smaller, >= 2x faster)")
     print(f"{'':10s} {'size (MB)':>10s} {'latency (ms)':>13s}")

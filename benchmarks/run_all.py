@@ -80,6 +80,9 @@ def compiled_rows() -> tuple[float, list[tuple]]:
     def formula(x, s, z):
         return (torch.clamp(torch.round(x / s) + z, q_min, q_max) - z) * s
 
+    import torch._inductor.config
+
+    torch._inductor.config.force_disable_caches = True  # time a first compile, not a cache hit
     torch.manual_seed(0)
     big = torch.randn(1024, 4096)
     s, z = choose_qparams(big.min(), big.max(), 8)

@@ -123,8 +123,10 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
         if fused is not None:
             return fused
         return _FakeQuantizeSTE.apply(x, scale, zero_point, q_min, q_max)
-    q = torch.round(x / scale)  # a fresh tensor: the in-place steps below touch nothing else
-    return q.add_(zero_point).clamp_(q_min, q_max).sub_(zero_point).mul_(scale)
+    # clamp(round(x / s) + z, q_min, q_max) - z == clamp(round(x / s), q_min - z, q_max - z) exactly
+    # (z is an integer; beyond 2^24 both sides clamp): four passes over one fresh tensor
+    q = torch.div(x, scale).round_()
+    return q.clamp_(q_min - zero_point, q_max - zero_point).mul_(scale)
 
 
 def _fused(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q_min, q_max) -> torch.Tensor | None:

@@ -53,6 +53,19 @@ def test_matches_dequant_of_quant(gen):
                                rtol=0, atol=0)
 
 
+def test_matches_dequant_of_quant_per_channel_and_far_outside_the_range(gen):
+    """The no-grad path clamps before adding the zero point back; it must equal the textbook
+    formula bit for bit, zero points and huge values included."""
+    x = torch.randn(64, 300, generator=gen) * torch.logspace(-3, 3, 300)
+    x[:, :4] = torch.tensor([1e30, -1e30, 3e38, -3e38])
+    lo, hi = x[:, 4:].amin(1, keepdim=True) * 0.3, x[:, 4:].amax(1, keepdim=True) * 0.2
+    for bits in (2, 4, 8):
+        s, z = choose_qparams(lo, hi, bits)
+        r = qrange(bits, "asymmetric")
+        torch.testing.assert_close(fake_quantize(x, s, z, r.q_min, r.q_max),
+                                   dequantize(quantize(x, s, z, r.q_min, r.q_max), s, z), rtol=0, atol=0)
+
+
 def test_matches_torch_fake_quantize(gen):
     x = torch.randn(4096, generator=gen)
     s, z = _qparams(x, 8, "asymmetric")

@@ -14,7 +14,7 @@ import sys
 import torch
 
 import qfail
-from qfail import attack
+from qfail import attack, machine
 from run_all import paired_ms  # benchmarks/ is on sys.path when this file runs as a script
 
 try:
@@ -29,7 +29,7 @@ def accuracy(model, x, y) -> float:
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    machine.configure(threads=2)  # as a chapter runs, on both cores (both sides of every ratio share it)
     print(f"torch {torch.__version__}, torchattacks {torchattacks.__version__}, threads {torch.get_num_threads()}")
     print(f"{'model':<18}{'attack':<10}{'qfail ms':>10}{'torchattacks ms':>17}{'ratio':>7}"
           f"{'qfail acc %':>13}{'ta acc %':>10}")

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 
 import torch
 from torch import nn
 
+from qfail import machine
 from qfail.quant import choose_qparams, fake_quantize, int8_dynamic, latency_ms, qrange, serialized_size
 
 
@@ -83,6 +85,7 @@ def compiled_rows() -> tuple[float, list[tuple]]:
     import torch._inductor.config
 
     torch._inductor.config.force_disable_caches = True  # time a first compile, not a cache hit
+    warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")  # says the line above again
     torch.manual_seed(0)
     big = torch.randn(1024, 4096)
     s, z = choose_qparams(big.min(), big.max(), 8)
@@ -111,7 +114,7 @@ def int8_rows() -> tuple[float, float, float, float]:
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    machine.configure(threads=2)  # as a chapter runs, on both cores (both sides of every ratio share it)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("1. fake quantization of 4.19M float32 values (ms per call; goal qfail/torch <= 1.10)")
     print(f"{'case':40s} {'qfail':>8s} {'torch':>8s} {'ratio':>7s}")

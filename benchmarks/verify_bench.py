@@ -14,7 +14,7 @@ import time
 import torch
 from torch import nn
 
-from qfail import verify
+from qfail import machine, verify
 
 
 def _mlp(sizes: tuple[int, ...]) -> nn.Sequential:
@@ -107,7 +107,7 @@ def auto_lirpa_status() -> str:
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    machine.configure(threads=2)  # as a chapter runs, on both cores (both sides of every ratio share it)
     print(f"3. interval bounds, 1000 boxes (auto_LiRPA: {auto_lirpa_status()})")
     print(f"{'network':16s} {'method':6s} {'qfail ms':>9s} {'ref ms':>9s} {'ratio':>6s} {'max |diff|':>11s} "
           f"{'width vs IBP':>12s}")

@@ -18,9 +18,15 @@ between an AVX2 and an AVX-512 machine (the tables round them away; the INT8 mod
 and torch 2.15's oneDNN convolution backward corrupted the heap for ResNet stages of 4 or 6
 channels, which is why :mod:`qfail.models` rounds channel counts up to multiples of 8.
 ``QFAIL_ONEDNN=0`` switches to the native convolutions.
+
+``configure`` also keeps freed memory in the process (:func:`keep_freed_memory`): PyTorch on a
+CPU frees and reallocates buffers of the same sizes at every step, and glibc's defaults hand large
+ones back to the system, so every step faults fresh pages in again.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import platform
 from pathlib import Path
@@ -29,7 +35,7 @@ import torch
 
 from qfail.checks import check_range
 
-__all__ = ["configure", "describe", "facts", "has_vnni"]
+__all__ = ["configure", "describe", "facts", "has_vnni", "keep_freed_memory"]
 
 
 def has_vnni() -> bool | None:
@@ -60,6 +66,24 @@ def facts() -> dict[str, str]:
     }
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc serve blocks up to 32 MB from its heap and keep freed memory (up to
+    2 GB) for the next allocation instead of returning it; False where the C library is not glibc.
+
+    Values are unchanged; only page faults go. Measured on the 2-core AVX2 machine: CROWN on the
+    784-256-256-10 benchmark 3.9 -> 3.4 s, Li's attacks on a quantized ResNet-8 about 9 % faster."""
+    name = ctypes.util.find_library("c")
+    if platform.system() != "Linux" or name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    trim, top_pad, mmap_threshold = -1, -2, -3  # glibc's M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD
+    return all(mallopt(option, value) == 1 for option, value in
+               ((mmap_threshold, 32 * 2 ** 20), (trim, 2 ** 31 - 1), (top_pad, 256 * 2 ** 20)))
+
+
 def configure(threads: int | None = None, onednn: bool | None = None) -> dict[str, str]:
     """Set torch's CPU threads (``threads``, else ``$QFAIL_THREADS``, else 1) and whether
     convolutions use oneDNN (``onednn``, else ``$QFAIL_ONEDNN != "0"``); return :func:`facts`."""
@@ -70,6 +94,7 @@ def configure(threads: int | None = None, onednn: bool | None = None) -> dict[st
     check_range("threads", threads, 1, 1024, integer=True)
     torch.set_num_threads(threads)
     torch.backends.mkldnn.enabled = bool(onednn)
+    keep_freed_memory()
     return facts()
 
 

@@ -93,7 +93,7 @@ def _concretize_through(weight: torch.Tensor, lam: torch.Tensor, lo: torch.Tenso
     bounded from above by :func:`_sum_up`."""
     mid, rad = (hi + lo) / 2, (hi - lo) / 2
     n = weight.shape[0]
-    gamma = 2 * (n + 3) * UNIT_ROUNDOFF_32 / (1 - (n + 3) * UNIT_ROUNDOFF_32)
+    gamma = _gamma32(n + 3)
     centre = (lam @ (mid @ weight.T).unsqueeze(-1)).squeeze(-1)
     error = gamma * (lam.abs() @ (rad @ weight.abs().T).unsqueeze(-1)).squeeze(-1)
     c32 = lam.float() @ weight.float()
@@ -109,7 +109,7 @@ def _sum_up(terms: torch.Tensor, block: int = 64) -> torch.Tensor:
     if size < 8:
         return torch.sum(terms, -1, dtype=torch.float64) * (1 + 2.0 ** -22)
     partial = terms.view(*terms.shape[:-1], d // size, size).sum(-1)
-    slack = 2 * (size + 2) * UNIT_ROUNDOFF_32 / (1 - (size + 2) * UNIT_ROUNDOFF_32)
+    slack = _gamma32(size + 2)
     return partial.double().sum(-1) * (1 + slack)
 
 

@@ -54,6 +54,20 @@ def test_qat_controller_trains_the_quantized_weights(trained, policy, method):
     assert changed
 
 
+def test_the_quantized_controllers_rows_do_not_interact(trained):
+    """REINFORCE plays an update's episodes without a graph and recomputes their log-probabilities
+    in one batch: the same numbers only if a row's output does not depend on its batch, which
+    QAT's frozen ranges guarantee (ranges tracked with momentum 0 stay where calibration put them)."""
+    from qfail.quant.model import qat_config, quantize_model
+
+    states = rl.rollout(trained.model, 1, seed=3).states
+    qm = quantize_model(trained.model, qat_config(ema_momentum=0.0), (4, 4), calibration=[states]).train()
+    together = qm(states)
+    alone = torch.cat([qm(s.unsqueeze(0)) for s in states])
+    assert torch.allclose(together, alone, rtol=1e-5, atol=1e-6)
+    assert torch.equal(together.argmax(1), alone.argmax(1))
+
+
 def test_bad_rl_arguments():
     with pytest.raises(ValueError, match="method='ppo' is not allowed; choose one of 'reinforce', 'distill'"):
         rl.qat_controller(Trained(nn.Linear(4, 2), {}), 4, torch.zeros(1, 4), method="ppo")

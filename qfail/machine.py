@@ -19,6 +19,14 @@ and torch 2.15's oneDNN convolution backward corrupted the heap for ResNet stage
 channels, which is why :mod:`qfail.models` rounds channel counts up to multiples of 8.
 ``QFAIL_ONEDNN=0`` switches to the native convolutions.
 
+The same holds for the thread pools outside torch: numpy's and scipy's OpenBLAS and
+scikit-learn's OpenMP start one thread per core unless told otherwise, so ``configure`` limits
+them too (:func:`limit_other_pools`), for both reasons above. The black box's scikit-learn MLP
+in Frank & Ardis's chapters ends with weights that differ by up to 1e-6 between one and two
+OpenBLAS threads, so without the cap its numbers would follow the reader's core count; and
+beside a busy process (the book runs two chapters side by side on two cores) its fit took 5.5 s
+with two threads and 2.4 s with one (alone: 2.1 s).
+
 ``configure`` also keeps freed memory in the process (:func:`keep_freed_memory`): PyTorch on a
 CPU frees and reallocates buffers of the same sizes at every step, and glibc's defaults hand large
 ones back to the system, so every step faults fresh pages in again.
@@ -35,7 +43,7 @@ import torch
 
 from qfail.checks import check_range
 
-__all__ = ["configure", "describe", "facts", "has_vnni", "keep_freed_memory"]
+__all__ = ["configure", "describe", "facts", "has_vnni", "keep_freed_memory", "limit_other_pools"]
 
 
 def has_vnni() -> bool | None:
@@ -84,15 +92,25 @@ def keep_freed_memory() -> bool:
                ((mmap_threshold, 32 * 2 ** 20), (trim, 2 ** 31 - 1), (top_pad, 256 * 2 ** 20)))
 
 
+def limit_other_pools(threads: int) -> None:
+    """Cap the BLAS and OpenMP thread pools that numpy, scipy and scikit-learn load (found by
+    ``threadpoolctl``, scikit-learn's own dependency) at ``threads``, for the rest of the process."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+
+
 def configure(threads: int | None = None, onednn: bool | None = None) -> dict[str, str]:
-    """Set torch's CPU threads (``threads``, else ``$QFAIL_THREADS``, else 1) and whether
-    convolutions use oneDNN (``onednn``, else ``$QFAIL_ONEDNN != "0"``); return :func:`facts`."""
+    """Set torch's CPU threads (``threads``, else ``$QFAIL_THREADS``, else 1), the same cap on the
+    BLAS and OpenMP pools (:func:`limit_other_pools`), and whether convolutions use oneDNN
+    (``onednn``, else ``$QFAIL_ONEDNN != "0"``); return :func:`facts`."""
     if threads is None:
         threads = int(os.environ.get("QFAIL_THREADS", "1"))
     if onednn is None:
         onednn = os.environ.get("QFAIL_ONEDNN", "1") != "0"
     check_range("threads", threads, 1, 1024, integer=True)
     torch.set_num_threads(threads)
+    limit_other_pools(threads)
     torch.backends.mkldnn.enabled = bool(onednn)
     keep_freed_memory()
     return facts()

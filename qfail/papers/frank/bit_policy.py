@@ -17,6 +17,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,17 +45,15 @@ def project_to_budget(index: torch.Tensor, choices: Sequence[int], budget: float
     Each pass lowers, in every row still over budget, the largest width (the first such layer)
     by one choice; a row at the smallest width everywhere is within any allowed budget.
     """
-    widths = check_space(choices, budget)
-    index = index.clone()
-    cap = budget * index.shape[1] + 1e-9
+    widths = check_space(choices, budget).numpy()
+    out = index.numpy().copy()  # a few passes over a (B, L) table: numpy's small-array ops cost less here
+    cap = budget * out.shape[1] + 1e-9
     while True:
-        bits = widths[index]
-        over = bits.sum(1) > cap
-        if not over.any():
-            return index
-        rows = torch.nonzero(over).squeeze(1)
-        layer = bits[rows].argmax(1)
-        index[rows, layer] -= 1
+        bits = widths[out]
+        rows = np.flatnonzero(bits.sum(1) > cap)
+        if not len(rows):
+            return torch.from_numpy(out)
+        out[rows, bits[rows].argmax(1)] -= 1
 
 
 @dataclass

@@ -180,15 +180,33 @@ def transfer_set(source: nn.Module, data: DataSplits, attacks: Sequence[Attack] 
             for a in attacks}
 
 
+class _Scored:
+    """Per-input correctness of one model on each input set it is shown, each computed once
+    (a matrix cell scores its white-box sets again as the next budget's starting points, and
+    the AutoAttack stage asks for several of them once more)."""
+
+    def __init__(self, model: nn.Module, y: torch.Tensor, device: str | torch.device) -> None:
+        self.model, self.y, self.device = model, y, device
+        self._seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def correct(self, x: torch.Tensor) -> torch.Tensor:
+        if id(x) not in self._seen:  # the set itself is kept with its result, so its id stays its own
+            self._seen[id(x)] = (x, correct_on(self.model, x, self.y, device=self.device))
+        return self._seen[id(x)][1]
+
+    def accuracy(self, x: torch.Tensor) -> float:
+        return 100.0 * int(self.correct(x).sum()) / max(len(self.y), 1)
+
+
 def _within_larger_budget(model: nn.Module, test, a: Attack, smaller: torch.Tensor | None, seed: int,
-                          device: str | torch.device) -> torch.Tensor:
+                          device: str | torch.device, scored: _Scored) -> torch.Tensor:
     """``a``'s white-box examples; with ``smaller`` (the same attack's examples at a smaller budget,
     which lie inside ``a``'s ball too) only the inputs those did not break are attacked again."""
     options = _pgd_options(a, stop_on_success=True)
     if smaller is None:
         return adversarial_examples(model, test.x, test.y, a.name, a.eps, a.norm, seed=seed, device=device, **options)
     adv = smaller.clone()
-    standing = correct_on(model, smaller, test.y, device=device).nonzero().flatten()
+    standing = scored.correct(smaller).nonzero().flatten()
     if len(standing):
         adv[standing] = adversarial_examples(model, test.x[standing], test.y[standing], a.name, a.eps, a.norm,
                                              seed=seed, device=device, **options)
@@ -197,7 +215,8 @@ def _within_larger_budget(model: nn.Module, test, a: Attack, smaller: torch.Tens
 
 def evaluate(model: nn.Module, data: DataSplits, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
              transfer: Mapping[str, torch.Tensor] | None = None, limit: int | None = None, seed: int = 0,
-             device: str | torch.device = "cpu", examples: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+             device: str | torch.device = "cpu", examples: dict[str, torch.Tensor] | None = None,
+             scored: _Scored | None = None) -> dict[str, float]:
     """Clean and robust accuracy (%) of ``model`` on the test split (first ``limit`` inputs).
 
     With a ``transfer`` set (``transfer_set`` of the float model, same ``limit``), each attack
@@ -210,22 +229,23 @@ def evaluate(model: nn.Module, data: DataSplits, attacks: Sequence[Attack] = DEF
     (``_within_larger_budget``), so robust accuracy never rises with the budget.
     """
     test = _test(data, limit)
-    row = {"clean": accuracy_on(model, test.x, test.y, device=device)}
+    scored = scored or _Scored(model, test.y, device)
+    row = {"clean": scored.accuracy(test.x)}
     crafted: dict[Attack, torch.Tensor] = {}
     for a in sorted(attacks, key=lambda a: a.eps):  # smaller budgets first: see _within_larger_budget
         smaller = [b for b in crafted if (b.name, b.norm, b.steps) == (a.name, a.norm, a.steps)]
         crafted[a] = _within_larger_budget(model, test, a, crafted[smaller[-1]] if smaller and a.name == "pgd" else None,
-                                           seed, device)
+                                           seed, device, scored)
     for a in attacks:
         adv = crafted[a]
-        row[a.label] = accuracy_on(model, adv, test.y, device=device)
+        row[a.label] = scored.accuracy(adv)
         if examples is not None:
             examples[a.label] = adv
         if transfer is not None:
             if a.label not in transfer or len(transfer[a.label]) != len(test.y):
                 raise ValueError(f"transfer has no {len(test.y)} examples for {a.label!r}; build it with "
                                  f"transfer_set(source, data, attacks, limit={limit})")
-            row[f"{a.label} transfer"] = accuracy_on(model, transfer[a.label], test.y, device=device)
+            row[f"{a.label} transfer"] = scored.accuracy(transfer[a.label])
     return row
 
 
@@ -345,15 +365,15 @@ def run_matrix(cells: Sequence[Cell], float_models: Mapping[str, Trained], data:
                                 scratch_epochs)
             sets = None if transfer is None else transfer[transfer_source(p.init)]
             crafted: dict[str, torch.Tensor] = {}
-            result = evaluate(qm.model, data, attacks, sets, limit, seed, device, crafted)
+            scored = _Scored(qm.model, _test(data, limit).y, device)
+            result = evaluate(qm.model, data, attacks, sets, limit, seed, device, crafted, scored)
             if surrogate is not None:
-                y = _test(data, limit).y
                 bpda = surrogate_examples(qm.model, data, surrogate, limit, seed, device)
-                result[f"{surrogate.label} surrogate"] = accuracy_on(qm.model, bpda, y, device=device)
+                result[f"{surrogate.label} surrogate"] = scored.accuracy(bpda)
                 if autoattack:  # on what survived white-box, transfer and surrogate: all of them together
-                    alive = correct_on(qm.model, crafted[surrogate.label], y, device=device) & correct_on(qm.model, bpda, y, device=device)
+                    alive = scored.correct(crafted[surrogate.label]) & scored.correct(bpda)
                     if sets is not None:
-                        alive &= correct_on(qm.model, sets[surrogate.label], y, device=device)
+                        alive &= scored.correct(sets[surrogate.label])
                     result[f"{surrogate.label} AutoAttack"] = autoattack_accuracy(qm.model, data, surrogate, limit,
                                                                                   seed, device, alive)
             done[key] = (qm, result)

@@ -23,9 +23,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # tables are built by the callers; the scorecard reads verdicts without pandas
+    import pandas as pd
 
 __all__ = ["OUTCOMES", "MIME", "ESTIMATE", "accuracy_difference", "Estimate", "Rule", "t_interval", "bootstrap", "wilson", "accuracy_error", "decided_count",
            "combine", "finding", "show", "summary", "COLUMNS"]

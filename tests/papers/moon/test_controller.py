@@ -62,10 +62,16 @@ def test_the_quantized_controllers_rows_do_not_interact(trained):
 
     states = rl.rollout(trained.model, 1, seed=3).states
     qm = quantize_model(trained.model, qat_config(ema_momentum=0.0), (4, 4), calibration=[states]).train()
+    ranges = [b.clone() for n, b in qm.named_buffers() if n.endswith(("act_lo", "act_hi"))]
     together = qm(states)
     alone = torch.cat([qm(s.unsqueeze(0)) for s in states])
-    assert torch.allclose(together, alone, rtol=1e-5, atol=1e-6)
-    assert torch.equal(together.argmax(1), alone.argmax(1))
+    assert ranges and all(torch.equal(r, b) for r, b in
+                          zip(ranges, [b for n, b in qm.named_buffers() if n.endswith(("act_lo", "act_hi"))]))
+    # a product over one row and over many may differ in its last bit (1e-7 here), which can move a
+    # value across a 4-bit rounding boundary on some CPU; a row that depended on its batch would not
+    # stay this close
+    same = torch.isclose(together, alone, rtol=1e-5, atol=1e-6).all(1)
+    assert same.float().mean() >= 0.99 and (together.argmax(1) == alone.argmax(1)).float().mean() >= 0.99
 
 
 def test_bad_rl_arguments():

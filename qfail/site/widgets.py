@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["switcher", "static_pages", "STATIC_ENV"]
+__all__ = ["switcher", "static_pages", "skip_hidden_axes", "STATIC_ENV"]
 
 STATIC_ENV = "QFAIL_STATIC_WIDGETS"
 
@@ -53,12 +53,28 @@ def _control(name: str, values: Sequence[Any], labels: Sequence[str] | None):
     return W.ToggleButtons(options=options, value=0, description=name, style=style)
 
 
+def skip_hidden_axes(fig) -> None:
+    """Hide the axis artists of every Axes switched off with ``axis("off")``: the same pixels.
+
+    An Axes that is off draws no axis, yet matplotlib still lays out its ticks whenever it places
+    the Axes' title (``_update_title_position`` asks each axis for its bounding box), twice per
+    saved figure. Thumbnails are mostly that: hiding the axes saves about a sixth of a panel.
+    """
+    for ax in fig.axes:
+        if not ax.axison:
+            ax.xaxis.set_visible(False)
+            ax.yaxis.set_visible(False)
+
+
 def _render_into(out, render: Callable[..., Any], kwargs: Mapping[str, Any]) -> None:
     import matplotlib.pyplot as plt
     from IPython.display import display
+    from matplotlib.figure import Figure
 
     with out:
         result = render(**kwargs)
+        for figure in [plt.figure(num) for num in plt.get_fignums()] + [result] * isinstance(result, Figure):
+            skip_hidden_axes(figure)
         if result is not None:
             display(result)
         for num in plt.get_fignums():  # show figures the renderer left open, then free them

@@ -4,7 +4,7 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 import pytest
 
-from qfail.site.widgets import STATIC_ENV, static_pages, switcher
+from qfail.site.widgets import STATIC_ENV, skip_hidden_axes, static_pages, switcher
 
 
 def _outputs(widget):
@@ -80,7 +80,7 @@ def test_a_live_kernel_computes_a_panel_when_the_browser_moves_the_slider():
     env = {k: v for k, v in os.environ.items() if k != STATIC_ENV}
     km, kc = start_new_kernel(kernel_name="python3", env=env)
     try:
-        model_id = _run(kc, "from qfail.site.widgets import STATIC_ENV, static_pages, switcher\n"
+        model_id = _run(kc, "from qfail.site.widgets import STATIC_ENV, skip_hidden_axes, static_pages, switcher\n"
                             "calls = []\n"
                             "box = switcher({'eps': [0.0, 0.1, 0.2]}, lambda eps: calls.append(eps) or f'panel {eps}')\n"
                             "print(box.children[0].children[0].model_id)").strip()
@@ -102,3 +102,27 @@ def test_bad_controls():
         switcher({}, print)
     with pytest.raises(ValueError, match=r"initial bits=3 is not allowed; choose one of \[2, 4\]"):
         switcher({"bits": [2, 4]}, print, initial={"bits": 3})
+
+
+def _thumbnails(titled_main: bool = True):
+    import numpy as np
+    fig, axes = plt.subplots(2, 4, figsize=(6, 3))
+    axes[0, 0].plot([1, 3, 2])
+    axes[0, 0].set_title("a line" if titled_main else "")
+    for k, ax in enumerate(axes.flat[1:]):
+        ax.axis("off")
+        ax.imshow(np.arange(64.0).reshape(8, 8) * (k + 1), cmap="gray_r")
+        ax.set_title(f"FP {k} → Q {k + 1}", fontsize=8)
+    return fig
+
+
+def test_hiding_switched_off_axes_draws_the_same_pixels():
+    from IPython.core.pylabtools import print_figure
+
+    plain = _thumbnails()
+    expected = print_figure(plain, "png", bbox_inches="tight")
+    lighter = _thumbnails()
+    skip_hidden_axes(lighter)
+    assert [ax.xaxis.get_visible() for ax in lighter.axes] == [True] + [False] * 7
+    assert print_figure(lighter, "png", bbox_inches="tight") == expected
+    plt.close("all")

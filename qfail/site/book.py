@@ -17,6 +17,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 __all__ = ["ROOT", "ASSETS", "NPM_ASSETS", "fetch_assets", "place_widget_fonts", "build_book", "build_report", "stage_book"]
@@ -101,13 +102,15 @@ def build_book(root: Path = ROOT, force: bool = False, strict: bool = True, solu
     from qfail.site.scorecard import write_scorecard
     from qfail.site.widgets import static_pages
 
-    fetch_assets(root / "book" / "_assets")
     if force:
         shutil.rmtree(root / "_build" / ".jupyter_cache", ignore_errors=True)
     start = time.perf_counter()
     report = root / "_build" / "build-report.json"
     previous = json.loads(report.read_text()).get("chapters", {}) if report.exists() else {}
-    execute_chapters(root, root / "_build" / ".jupyter_cache", previous=previous)
+    with ThreadPoolExecutor(1) as pool:  # npm's download waits on the network while the chapters run
+        assets = pool.submit(fetch_assets, root / "book" / "_assets")
+        execute_chapters(root, root / "_build" / ".jupyter_cache", previous=previous)
+        assets.result()
     write_scorecard(cached_notebooks(root, root / "_build" / ".jupyter_cache"), root / "book" / "scorecard.md")
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--keep-going"]
     html = root / "_build" / "html"

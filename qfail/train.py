@@ -174,12 +174,14 @@ LossFn = Callable[[nn.Module, Split], torch.Tensor]  # (model, mini-batch) -> lo
 
 
 def fit(model: nn.Module, train: Split, config: TrainConfig, device: str | torch.device = "cpu",
-        loss_fn: LossFn | None = None, progress: bool | None = None) -> list[float]:
+        loss_fn: LossFn | None = None, progress: bool | None = None,
+        after_epoch: Callable[[nn.Module, list[float]], None] | None = None) -> list[float]:
     """Train ``model`` in place; return the mean loss of each epoch.
 
     ``loss_fn(model, batch)`` (a mini-batch :class:`~qfail.data.Split`, teacher answers
     included) replaces the recipe named by ``config.method`` (used by
     adversarial training and distillation, which live in their own modules).
+    ``after_epoch(model, history)`` runs after every epoch (the model still in training mode).
     """
     device = resolve_device(device)
     gen = seed_everything(config.seed)
@@ -211,6 +213,8 @@ def fit(model: nn.Module, train: Split, config: TrainConfig, device: str | torch
                 schedule.step()
             total, count = total + loss.item() * len(y), count + len(y)
         history.append(total / max(count, 1))
+        if after_epoch is not None:
+            after_epoch(model, history)
     model.eval()
     return history
 
@@ -232,18 +236,32 @@ def accuracy(model: nn.Module, split: Split, device: str | torch.device = "cpu")
     return accuracy_on(model, split.x, split.y, device=resolve_device(device))
 
 
+def float_phase(config: TrainConfig) -> TrainConfig:
+    """The standard run that a QAT run (``method="qat"``) starts with: its float epochs.
+
+    Under a constant learning rate this run is also the first epochs of the standard run with the
+    same settings (same seed, so the same batches; the same optimizer steps), which stores it on
+    the way (``train_cached``): the QAT model does not train its float half a second time.
+    """
+    return replace(config, method="standard", epochs=round(config.epochs * (1 - config.qat_fraction)))
+
+
 def _fit_qat(model: nn.Module, data: DataSplits, config: TrainConfig, device: str | torch.device,
-             loss_fn: LossFn | None) -> tuple[nn.Module, list[float]]:
-    """Float epochs, then ``qat_fraction`` of the budget through the STE at ``qat_bits``.
+             loss_fn: LossFn | None, float_model: Callable[[TrainConfig], Trained]) -> tuple[nn.Module, list[float]]:
+    """Float epochs (``float_phase``, through ``float_model``), then ``qat_fraction`` of the
+    budget through the STE at ``qat_bits``.
 
     Returns the float architecture holding the QAT-trained weights (BatchNorm kept), so that
     every training method hands the same kind of model to the deployment step.
     """
-    float_epochs = round(config.epochs * (1 - config.qat_fraction))
-    history = fit(model, data.train, replace(config, epochs=float_epochs), device, loss_fn)
+    phase = float_phase(config)
+    start = float_model(phase)
+    model.load_state_dict(start.model.state_dict())
+    model.to(resolve_device(device)).eval()
+    history = list(start.history)
     bits = (config.qat_bits, config.qat_bits)
     qm = quantize_model(model, qat_config(), bits, calibration=[data.train.x[:256].to(resolve_device(device))])
-    history += fit(qm, data.train, replace(config, epochs=config.epochs - float_epochs), device, loss_fn)
+    history += fit(qm, data.train, replace(config, epochs=config.epochs - phase.epochs), device, loss_fn)
     return qm.float_model(), history
 
 
@@ -257,19 +275,41 @@ def train_cached(make_model: Callable[[], nn.Module], model_key: dict, data: Dat
     of :mod:`qfail.models` and of the ``code`` modules (where ``loss_fn`` comes from). Training always happens on
     ``device``; the weights are stored on the CPU.
     """
-    key = {"model": model_key, "data": list(data.fingerprint), "train": asdict(config), "extra": extra_key}
+    def key_of(train: TrainConfig) -> dict:
+        return {"model": model_key, "data": list(data.fingerprint), "train": asdict(train), "extra": extra_key}
+
+    code = (__name__, "qfail.models", *code)
+    key = key_of(config)
+
+    def entry_of(state: dict, history: list[float], seconds: float) -> dict:
+        return {"state": {k: v.detach().cpu().clone() for k, v in state.items()}, "history": list(history),
+                "seconds": seconds}
 
     def build() -> dict:
         start = time.perf_counter()
         model = make_model()
         if config.method == "qat":
-            model, history = _fit_qat(model, data, config, device, loss_fn)
-        else:
-            history = fit(model, data.train, config, device, loss_fn)
-        return {"state": {k: v.cpu() for k, v in model.state_dict().items()}, "history": history,
-                "seconds": time.perf_counter() - start}
+            float_seconds = []
 
-    code = (__name__, "qfail.models", *code)
+            def float_model(phase: TrainConfig) -> Trained:
+                trained = train_cached(make_model, model_key, data, phase, device, kind, loss_fn, extra_key, code[2:])
+                float_seconds.append(trained.seconds - time.perf_counter())  # + the time the QAT half ends
+                return trained
+
+            model, history = _fit_qat(model, data, config, device, loss_fn, float_model)
+            # the seconds of the whole recipe: the float half as it was trained, then the QAT half
+            return entry_of(model.state_dict(), history, float_seconds[0] + time.perf_counter())
+        twin = float_phase(replace(config, method="qat"))  # the float half of this run's QAT twin
+        on_the_way = config.method == "standard" and config.lr_schedule == "constant" and 0 < twin.epochs < config.epochs
+
+        def store_twin(net: nn.Module, history: list[float]) -> None:
+            if on_the_way and len(history) == twin.epochs:  # eval mode does not change the state
+                cached_entry(kind, key_of(twin), lambda: entry_of(net.state_dict(), history, time.perf_counter() - start),
+                             code=code)
+
+        history = fit(model, data.train, config, device, loss_fn, after_epoch=store_twin)
+        return entry_of(model.state_dict(), history, time.perf_counter() - start)
+
     result, entry = cached_entry(kind, key, build, code=code)
     model = make_model()
     model.load_state_dict(result["state"])

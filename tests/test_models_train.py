@@ -1,7 +1,10 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
 import qfail
+from qfail import train
 from qfail.models import build_model
 
 
@@ -55,6 +58,40 @@ def test_train_cached_reuses_weights(digits, monkeypatch):
     # the record travels with the model: the same key, the training curve and its cost
     assert a.key == b.key and a.key["model"] == {"name": "mlp"} and a.key["train"]["epochs"] == 1 and a.key["entry"]
     assert len(a.history) == 1 and a.history == b.history and a.seconds == b.seconds > 0
+
+
+def test_a_qat_run_takes_its_float_half_from_the_standard_run_unchanged(digits, monkeypatch, tmp_path):
+    data = qfail.load_data(limit=300)
+    standard = qfail.TrainConfig(epochs=4, batch_size=32, seed=1)  # constant rate; QAT: 2 float + 2 QAT epochs
+    qat = replace(standard, method="qat")
+
+    def make():
+        return build_model("cnn", data.input_shape, seed=1, dropout=0.25)  # dropout: the global RNG must match too
+
+    epochs = []
+    real_fit = train.fit
+    monkeypatch.setattr(train, "fit", lambda *a, **k: epochs.append(a[2].epochs) or real_fit(*a, **k))
+    monkeypatch.setenv("QFAIL_CACHE", str(tmp_path / "alone"))
+    alone = qfail.train_cached(make, {"name": "cnn"}, data, qat)  # trains its own 2 float epochs
+    assert epochs == [2, 2]
+    monkeypatch.setenv("QFAIL_CACHE", str(tmp_path / "shared"))
+    epochs.clear()
+    full = qfail.train_cached(make, {"name": "cnn"}, data, standard)
+    shared = qfail.train_cached(make, {"name": "cnn"}, data, qat)
+    assert epochs == [4, 2]  # the float half was stored on the standard run's way: only QAT epochs follow
+    for key, value in alone.model.state_dict().items():
+        assert torch.equal(value, shared.model.state_dict()[key]), key
+    assert alone.history == shared.history and len(shared.history) == 4
+    assert shared.history[:2] == full.history[:2]
+    by_hand = make()  # what the QAT recipe always did first: two float epochs of its own
+    real_fit(by_hand, data.train, replace(qat, epochs=2))
+    stored = qfail.train_cached(make, {"name": "cnn"}, data, train.float_phase(qat)).model.state_dict()
+    assert all(torch.equal(value, stored[key]) for key, value in by_hand.state_dict().items())
+    # a schedule that depends on the run's length has no such shortcut
+    epochs.clear()
+    qfail.train_cached(make, {"name": "cnn"}, data, replace(standard, lr_schedule="cosine"))
+    qfail.train_cached(make, {"name": "cnn"}, data, replace(qat, lr_schedule="cosine"))
+    assert epochs == [4, 2, 2]
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -7,6 +7,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Python keeps the bytecode it compiles (in .venv, and in qfail's __pycache__, which git ignores)
+# even where the shell sets PYTHONDONTWRITEBYTECODE: otherwise every chapter's kernel, every test
+# subprocess and every Sphinx run compiles the same modules again (torch, pandas, matplotlib,
+# scikit-learn: 14 s to import instead of 6 on these cores)
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: book test bench clean
 

@@ -16,13 +16,13 @@ _STYLE = {"static": "-o", "dynamic": "--s", "qat": ":^", "pwlq": "-.d"}
 def weight_grid(ax: plt.Axes, w: torch.Tensor, bits: int, title: str | None = None) -> None:
     """Histogram of ``w`` with the levels of a symmetric per-tensor ``bits``-bit grid."""
     flat = w.detach().flatten()
-    ax.hist(flat.numpy(), bins=80, color="0.6")
+    ax.hist(flat.numpy(), bins=80, color="0.6", histtype="stepfilled")  # one polygon, not 80 bars: drawn faster
     if bits != FULL_PRECISION:
         r = qrange(bits, "symmetric")
         scale, zp = choose_qparams(flat.min(), flat.max(), bits, "symmetric")
         levels = dequantize(torch.arange(r.q_min, r.q_max + 1, dtype=torch.float32), scale, zp)
-        for level in levels[:: max(1, len(levels) // 64)]:  # at most ~64 lines stay readable
-            ax.axvline(level.item(), color="tab:red", lw=0.6, alpha=0.7)
+        shown = levels[:: max(1, len(levels) // 64)].numpy()  # at most ~64 lines stay readable
+        ax.vlines(shown, 0, 1, transform=ax.get_xaxis_transform(), color="tab:red", lw=0.6, alpha=0.7)
     ax.set_xlabel("weight value")
     ax.set_ylabel("count")
     ax.set_title(title or f"{bits}-bit grid ({2 ** bits} levels)")

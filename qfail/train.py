@@ -289,16 +289,17 @@ def train_cached(make_model: Callable[[], nn.Module], model_key: dict, data: Dat
         start = time.perf_counter()
         model = make_model()
         if config.method == "qat":
-            float_seconds = []
+            marks: dict[str, float] = {}
 
             def float_model(phase: TrainConfig) -> Trained:
                 trained = train_cached(make_model, model_key, data, phase, device, kind, loss_fn, extra_key, code[2:])
-                float_seconds.append(trained.seconds - time.perf_counter())  # + the time the QAT half ends
+                marks["float seconds"], marks["qat start"] = trained.seconds, time.perf_counter()
                 return trained
 
             model, history = _fit_qat(model, data, config, device, loss_fn, float_model)
             # the seconds of the whole recipe: the float half as it was trained, then the QAT half
-            return entry_of(model.state_dict(), history, float_seconds[0] + time.perf_counter())
+            seconds = marks["float seconds"] + time.perf_counter() - marks["qat start"]
+            return entry_of(model.state_dict(), history, seconds)
         twin = float_phase(replace(config, method="qat"))  # the float half of this run's QAT twin
         on_the_way = config.method == "standard" and config.lr_schedule == "constant" and 0 < twin.epochs < config.epochs
 

@@ -73,7 +73,10 @@ def _render_into(out, render: Callable[..., Any], kwargs: Mapping[str, Any]) -> 
 
     with out:
         result = render(**kwargs)
-        for figure in [plt.figure(num) for num in plt.get_fignums()] + [result] * isinstance(result, Figure):
+        figures = [plt.figure(num) for num in plt.get_fignums()]
+        if isinstance(result, Figure):
+            figures.append(result)
+        for figure in figures:
             skip_hidden_axes(figure)
         if result is not None:
             display(result)

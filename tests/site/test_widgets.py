@@ -2,6 +2,7 @@ import os
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
 from qfail.site.widgets import STATIC_ENV, skip_hidden_axes, static_pages, switcher
@@ -80,7 +81,7 @@ def test_a_live_kernel_computes_a_panel_when_the_browser_moves_the_slider():
     env = {k: v for k, v in os.environ.items() if k != STATIC_ENV}
     km, kc = start_new_kernel(kernel_name="python3", env=env)
     try:
-        model_id = _run(kc, "from qfail.site.widgets import STATIC_ENV, skip_hidden_axes, static_pages, switcher\n"
+        model_id = _run(kc, "from qfail.site.widgets import STATIC_ENV, static_pages, switcher\n"
                             "calls = []\n"
                             "box = switcher({'eps': [0.0, 0.1, 0.2]}, lambda eps: calls.append(eps) or f'panel {eps}')\n"
                             "print(box.children[0].children[0].model_id)").strip()
@@ -104,11 +105,10 @@ def test_bad_controls():
         switcher({"bits": [2, 4]}, print, initial={"bits": 3})
 
 
-def _thumbnails(titled_main: bool = True):
-    import numpy as np
+def _thumbnails():
     fig, axes = plt.subplots(2, 4, figsize=(6, 3))
     axes[0, 0].plot([1, 3, 2])
-    axes[0, 0].set_title("a line" if titled_main else "")
+    axes[0, 0].set_title("a line")
     for k, ax in enumerate(axes.flat[1:]):
         ax.axis("off")
         ax.imshow(np.arange(64.0).reshape(8, 8) * (k + 1), cmap="gray_r")

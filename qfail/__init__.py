@@ -5,7 +5,8 @@ The tree is the architecture:
 * shared layers: ``quant`` (fake-quant with an STE, observers, PACT, PWLQ, per-layer bits, real
   INT8), ``data``, ``models``, ``train`` (standard, Mixup, adversarial and QAT training, the
   cached trainer and its :class:`~qfail.train.Trained` record), ``cache``, ``attack``, ``shift``,
-  ``metrics``, ``distill``, ``sweep`` and ``checks`` (argument validation);
+  ``metrics``, ``distill``, ``sweep``, ``checks`` (argument validation) and ``isa`` (the same
+  kernels on every x86 CPU, pinned on import);
 * ``verify``: programs extracted from networks, sound bounds (IBP, CROWN), decision consistency;
 * ``papers``: one subpackage per work (``moon``, ``hu``, ``li``, ``frank``), each with its
   experiments and a ``verdicts`` module;
@@ -18,11 +19,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from qfail.isa import pin_avx2
+
+# before numpy or torch load: every x86 machine runs their AVX2 kernels, so prints the same tables
+pin_avx2()
+
 __version__ = "0.1.0"
 
 # The names below load on first use (PEP 562), so ``python -m qfail`` can reject a bad parameter
 # before torch is imported.
-_SUBMODULES = ("attack", "cache", "checks", "data", "distill", "machine", "metrics", "models", "quant", "shift",
+_SUBMODULES = ("attack", "cache", "checks", "data", "distill", "isa", "machine", "metrics", "models", "quant", "shift",
                "sweep", "train", "verify", "papers", "site")
 _NAMES = {"load_data": "data", "build_model": "models", "QuantConfig": "quant", "quantize_model": "quant",
           "TrainConfig": "train", "Trained": "train", "accuracy": "train", "fit": "train",
@@ -30,7 +36,7 @@ _NAMES = {"load_data": "data", "build_model": "models", "QuantConfig": "quant", 
 __all__ = [*_SUBMODULES, *_NAMES]
 
 if TYPE_CHECKING:
-    from qfail import attack, cache, checks, data, distill, machine, metrics, models, quant, shift, sweep, train  # noqa: F401
+    from qfail import attack, cache, checks, data, distill, isa, machine, metrics, models, quant, shift, sweep, train  # noqa: F401
     from qfail.data import load_data  # noqa: F401
     from qfail.models import build_model  # noqa: F401
     from qfail.quant import QuantConfig, quantize_model  # noqa: F401

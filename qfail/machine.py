@@ -12,12 +12,12 @@ can be much slower (on a 2-core VM here a ResNet-8 training step took 1.13 s on 
 can depend on the thread count. One thread gives every reader the same arithmetic.
 
 Convolutions keep PyTorch's oneDNN kernels (``torch.backends.mkldnn``), which train the ResNets
-1.3-2.4x faster than the native ones here. Two caveats, measured on this project's AVX2 machine:
-oneDNN picks its kernels by instruction set, so the last bits of a float convolution may differ
-between an AVX2 and an AVX-512 machine (the tables round them away; the INT8 models are exact);
-and torch 2.15's oneDNN convolution backward corrupted the heap for ResNet stages of 4 or 6
-channels, which is why :mod:`qfail.models` rounds channel counts up to multiples of 8.
-``QFAIL_ONEDNN=0`` switches to the native convolutions.
+1.3-2.4x faster than the native ones here. oneDNN, like ATen, MKL and OpenBLAS, picks its kernels
+by instruction set, and the last bits it leaves grow into other models in training: ``import
+qfail`` pins all four to AVX2 (:mod:`qfail.isa`), and :func:`facts` shows what they run. One
+caveat, measured on this project's AVX2 machine: torch 2.15's oneDNN convolution backward
+corrupted the heap for ResNet stages of 4 or 6 channels, which is why :mod:`qfail.models` rounds
+channel counts up to multiples of 8. ``QFAIL_ONEDNN=0`` switches to the native convolutions.
 
 The same holds for the thread pools outside torch: numpy's and scipy's OpenBLAS and
 scikit-learn's OpenMP start one thread per core unless told otherwise, so ``configure`` limits
@@ -37,26 +37,36 @@ import ctypes
 import ctypes.util
 import os
 import platform
-from pathlib import Path
+import warnings
 
 import torch
 
 from qfail.checks import check_range
+from qfail.isa import cpu_flags
 
-__all__ = ["configure", "describe", "facts", "has_vnni", "keep_freed_memory", "limit_other_pools"]
+__all__ = ["configure", "describe", "facts", "has_vnni", "kernels", "keep_freed_memory", "limit_other_pools"]
 
 
 def has_vnni() -> bool | None:
     """True if the CPU has AVX-512 VNNI or AVX-VNNI, False if not, None where it cannot be read."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return None
-    flags = set()
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    return bool(flags & {"avx512_vnni", "avx_vnni", "avx512vnni"})
+    flags = cpu_flags()
+    return None if flags is None else bool(flags & {"avx512_vnni", "avx_vnni", "avx512vnni"})
+
+
+def kernels() -> str:
+    """The instruction sets the float kernels run: ATen's (torch reports it), oneDNN's and MKL's
+    (their variables; they read them on first use) and OpenBLAS's (it reports its core type)."""
+    parts = [f"ATen {torch.backends.cpu.get_cpu_capability()}",
+             f"oneDNN {os.environ.get('ONEDNN_MAX_CPU_ISA', 'native')}",
+             f"MKL {os.environ.get('MKL_CBWR', 'native')}",
+             f"OpenBLAS {'/'.join(sorted(_openblas_cores())) or 'not loaded'}"]
+    return ", ".join(parts)
+
+
+def _openblas_cores() -> set[str]:
+    from threadpoolctl import threadpool_info
+
+    return {p.get("architecture") or "?" for p in threadpool_info() if p.get("internal_api") == "openblas"}
 
 
 def facts() -> dict[str, str]:
@@ -65,9 +75,9 @@ def facts() -> dict[str, str]:
     return {
         "torch": torch.__version__,
         "quantized engine": torch.backends.quantized.engine,
-        "CPU": platform.machine() + (f", {torch.backends.cpu.get_cpu_capability()}" if platform.machine() in
-                                     ("x86_64", "AMD64") else ""),
+        "CPU": platform.machine(),
         "VNNI": "unknown" if vnni is None else ("yes" if vnni else "no"),
+        "kernels": kernels() if platform.machine() in ("x86_64", "AMD64") else "native",
         "torch threads": str(torch.get_num_threads()),
         "oneDNN convolutions": "on" if torch.backends.mkldnn.enabled else "off",
         "CUDA": torch.version.cuda if torch.cuda.is_available() else "not available",
@@ -103,7 +113,8 @@ def limit_other_pools(threads: int) -> None:
 def configure(threads: int | None = None, onednn: bool | None = None) -> dict[str, str]:
     """Set torch's CPU threads (``threads``, else ``$QFAIL_THREADS``, else 1), the same cap on the
     BLAS and OpenMP pools (:func:`limit_other_pools`), and whether convolutions use oneDNN
-    (``onednn``, else ``$QFAIL_ONEDNN != "0"``); return :func:`facts`."""
+    (``onednn``, else ``$QFAIL_ONEDNN != "0"``); return :func:`facts`. Warns if numpy loaded its
+    OpenBLAS before ``import qfail`` could pin its kernels (:mod:`qfail.isa`)."""
     if threads is None:
         threads = int(os.environ.get("QFAIL_THREADS", "1"))
     if onednn is None:
@@ -113,6 +124,10 @@ def configure(threads: int | None = None, onednn: bool | None = None) -> dict[st
     limit_other_pools(threads)
     torch.backends.mkldnn.enabled = bool(onednn)
     keep_freed_memory()
+    wanted = os.environ.get("OPENBLAS_CORETYPE")
+    if wanted and _openblas_cores() - {wanted}:
+        warnings.warn(f"numpy was imported before qfail, so its BLAS runs {'/'.join(sorted(_openblas_cores()))} "
+                      f"kernels instead of {wanted}: import qfail first to get the book's numbers", stacklevel=2)
     return facts()
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import qfail  # first, as in every chapter: it pins numpy's and torch's kernels before they load (qfail.isa)
 import pytest
 import torch
-
-import qfail
 
 
 @pytest.fixture(autouse=True, scope="session")

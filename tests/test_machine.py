@@ -1,9 +1,15 @@
-"""qfail.machine: the settings every chapter's numbers depend on."""
+"""qfail.machine and qfail.isa: the settings every chapter's numbers depend on."""
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from qfail import machine
+from qfail import isa, machine
 
 
 def test_configure_caps_torch_and_the_blas_and_openmp_pools():
@@ -15,3 +21,63 @@ def test_configure_caps_torch_and_the_blas_and_openmp_pools():
         assert torch.get_num_threads() == 1 and facts["torch threads"] == "1"
         pools = threadpool_info()
         assert pools and all(p["num_threads"] == 1 for p in pools), pools
+
+
+_AVX2 = isa.cpu_flags() is not None and "avx2" in isa.cpu_flags() and platform.machine() in ("x86_64", "AMD64")
+# A ResNet-8 trained for one epoch on 256 digits (ATen, oneDNN, MKL) and a scikit-learn MLP fitted
+# for 20 iterations (OpenBLAS): SHA-256 prefixes of their weights with the AVX2 kernels. On the
+# AVX-512 machine here, without the pins, both differ (so do the book's tables).
+_TRAINING = """
+import hashlib, warnings
+import qfail
+import torch
+from sklearn.neural_network import MLPClassifier
+from qfail import machine
+machine.configure(1)
+data = qfail.load_data("digits", size=16, seed=0)
+model = qfail.build_model("resnet", data.input_shape, seed=0, depth=8, width=0.5)
+qfail.fit(model, data.train.subset(256), qfail.TrainConfig(epochs=1, seed=0, batch_size=64))
+x, y = data.train.x[:500].flatten(1).numpy(), data.train.y[:500].numpy()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # 20 iterations do not converge; they need not
+    mlp = MLPClassifier((64,), max_iter=20, random_state=0).fit(x, y)
+digest = lambda arrays: hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()[:12]
+print(digest(p.detach().numpy() for p in model.state_dict().values()), digest(mlp.coefs_))
+"""
+
+
+def _fresh_python(code: str, **env: str) -> str:
+    """``code``'s output in a new interpreter (the pins act when libraries load) with ``env`` added."""
+    environ = {k: v for k, v in os.environ.items() if k not in isa.AVX2_KERNELS} | env
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip()
+
+
+@pytest.mark.skipif(not _AVX2, reason="the pins need an x86 CPU with AVX2")
+def test_training_computes_the_same_bits_on_every_x86_machine():
+    """The same weights, bit for bit, as on the reference machines (AVX2 and AVX-512 VNNI alike)."""
+    assert _fresh_python(_TRAINING).split() == ["8f98e18ce175", "52af6c61506f"]
+
+
+@pytest.mark.skipif(not _AVX2, reason="the pins need an x86 CPU with AVX2")
+def test_import_qfail_pins_every_library_and_reports_it():
+    shown = _fresh_python("import qfail, numpy\nfrom qfail import machine\nprint(machine.kernels())")
+    assert shown == "ATen AVX2, oneDNN AVX2, MKL AVX2, OpenBLAS Haswell"
+
+
+def test_a_kernel_variable_the_reader_set_is_kept():
+    environ = {"ONEDNN_MAX_CPU_ISA": "ALL"}
+    added = isa.pin_avx2(environ)
+    assert environ["ONEDNN_MAX_CPU_ISA"] == "ALL" and "ONEDNN_MAX_CPU_ISA" not in added
+    assert added == ({k: v for k, v in isa.AVX2_KERNELS.items() if k != "ONEDNN_MAX_CPU_ISA"} if _AVX2 else {})
+
+
+@pytest.mark.skipif(not _AVX2, reason="the pins need an x86 CPU with AVX2")
+def test_configure_warns_when_numpy_loaded_its_blas_before_qfail():
+    code = ("import warnings, numpy, qfail\nfrom qfail import machine\n"
+            "with warnings.catch_warnings(record=True) as caught:\n    warnings.simplefilter('always')\n"
+            "    machine.configure(1)\nprint(machine.kernels().split('OpenBLAS ')[1], len(caught))")
+    core, warned = _fresh_python(code, OPENBLAS_CORETYPE="Haswell").split()
+    # numpy loaded OpenBLAS before the pin: its own choice for this CPU, and a warning unless that is Haswell
+    assert warned == ("0" if core == "Haswell" else "1")

@@ -1,0 +1,53 @@
+"""One instruction set on every x86 machine, so that every machine prints the same tables.
+
+torch's vectorised operators (ATen), its oneDNN convolutions, MKL and numpy's OpenBLAS each pick
+their kernels by the CPU they find, and an AVX-512 kernel sums in another order than an AVX2 one.
+Training turns those last bits into other models. On an AVX-512 machine, the unpinned book
+printed other numbers in every chapter: Hu's static-INT8 disagreements on clean digits were
+0.0 per 1k instead of 2.8, and Frank & Ardis's layer-wise gap was 12.2 points instead of 7.6.
+
+Every x86 CPU the book is built on has AVX2, so :func:`pin_avx2` asks all four libraries for
+their AVX2 kernels. With the pins, that AVX-512 machine printed every number of the AVX2
+machine's book. The INT8 models need no pin: they are exact on both (:mod:`qfail.quant.int8`).
+
+The libraries read these variables when they load (OpenBLAS, with numpy) or first run (ATen,
+oneDNN, MKL). So ``import qfail`` sets them before anything else loads, and every chapter
+imports ``qfail`` first. A variable the reader has set is kept.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import MutableMapping
+from pathlib import Path
+
+__all__ = ["AVX2_KERNELS", "cpu_flags", "pin_avx2"]
+
+AVX2_KERNELS = {
+    "ATEN_CPU_CAPABILITY": "avx2",   # torch's own vectorised operators
+    "ONEDNN_MAX_CPU_ISA": "AVX2",    # convolutions (torch.backends.mkldnn)
+    "MKL_CBWR": "AVX2",              # MKL's matrix products: its reproducible AVX2 branch
+    "OPENBLAS_CORETYPE": "Haswell",  # numpy's, scipy's and so scikit-learn's BLAS
+}
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from ``/proc/cpuinfo``; None where it cannot be read."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return None
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def pin_avx2(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
+    """Set :data:`AVX2_KERNELS` in ``environ`` where the CPU is x86 with AVX2 (elsewhere: nothing,
+    an older CPU cannot run those kernels); return the variables set now."""
+    flags = cpu_flags()
+    if platform.machine() not in ("x86_64", "AMD64") or flags is None or "avx2" not in flags:
+        return {}
+    unset = {name: value for name, value in AVX2_KERNELS.items() if name not in environ}
+    environ.update(unset)
+    return unset

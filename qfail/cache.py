@@ -1,11 +1,11 @@
 """On-disk cache of computed results (trained weights, tables), keyed by their full config.
 
 A result is stored under ``<cache_dir>/<kind>-<key>.qfc`` where ``key`` hashes the JSON of its
-configuration together with a fingerprint of the source code that computes it: the module that
-calls :func:`cached` and every qfail module it imports, transitively (read from the import
-statements, not by running anything). Change a hyper-parameter or that code and the entry is
-rebuilt; edit one paper's analysis, the book's site code or another paper's module and nothing
-retrains.
+configuration, a fingerprint of the source code that computes it (the module that calls
+:func:`cached` and every qfail module it imports, transitively, read from the import statements,
+not by running anything) and the arithmetic it ran with (:func:`arithmetic`). Change a
+hyper-parameter, that code or the threads and kernels, and the entry is rebuilt; edit one
+paper's analysis, the book's site code or another paper's module and nothing retrains.
 
 File format: a magic line, one JSON line (kind, config, key, payload length and SHA-256), then
 the payload written by ``torch.save`` (loaded back with ``weights_only=True``). Writes go to a
@@ -29,7 +29,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["cache_dir", "cache_key", "cached", "cached_entry", "code_closure", "code_fingerprint", "CacheCorrupt"]
+from qfail.isa import AVX2_KERNELS
+
+__all__ = ["arithmetic", "cache_dir", "cache_key", "cached", "cached_entry", "code_closure", "code_fingerprint", "CacheCorrupt"]
 
 _MAGIC = b"QFAILCACHE1\n"
 _PACKAGE = Path(__file__).resolve().parent
@@ -116,11 +118,20 @@ def code_fingerprint(module: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def arithmetic() -> dict[str, Any]:
+    """What else a float result depends on: torch's threads, oneDNN on or off, and the kernels
+    each library was asked for (:mod:`qfail.isa`; a reader's own choice keys its own entries)."""
+    return {"threads": torch.get_num_threads(), "onednn": torch.backends.mkldnn.enabled,
+            "kernels": {name: os.environ.get(name) for name in AVX2_KERNELS}}
+
+
 def cache_key(kind: str, config: Mapping[str, Any], code: str | Sequence[str]) -> str:
-    """The entry's name: a hash of ``kind``, ``config`` and the fingerprints of the ``code`` modules."""
+    """The entry's name: a hash of ``kind``, ``config``, the fingerprints of the ``code`` modules
+    and the :func:`arithmetic` it was computed with."""
     modules = [code] if isinstance(code, str) else sorted(set(code))
     prints = [code_fingerprint(m) for m in modules]
-    text = json.dumps({"kind": kind, "config": config, "code": prints}, sort_keys=True, default=str)
+    text = json.dumps({"kind": kind, "config": config, "code": prints, "arithmetic": arithmetic()}, sort_keys=True,
+                      default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

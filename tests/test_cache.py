@@ -31,6 +31,21 @@ def test_builds_once_then_loads():
     assert len(calls) == 2
 
 
+def test_other_threads_or_kernels_key_other_entries(monkeypatch):
+    """A result computed with other arithmetic is another result: never served for this one."""
+    key = cache_key("t", {"x": 1}, CODE)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert cache_key("t", {"x": 1}, CODE) != key
+    monkeypatch.undo()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert cache_key("t", {"x": 1}, CODE) != key
+    finally:
+        torch.set_num_threads(threads)
+    assert cache_key("t", {"x": 1}, CODE) == key
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
 def test_corrupt_entry_is_rebuilt_with_a_warning(damage):
     calls = []

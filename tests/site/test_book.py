@@ -65,11 +65,6 @@ def site(tmp_path_factory, executed) -> Path:
     return root / "_build" / "html"
 
 
-# wall times differ from run to run; everything else in a verdict table must not
-_WALL_TIME = [(re.compile(r"wall time x[\d.]+"), "wall time x…"),
-              (re.compile(r"at \d+ % of its QAT time"), "at … % of its QAT time")]
-
-
 def _verdict_outputs(path: Path) -> list[str]:
     """The rendered outputs of every cell that builds or shows a verdict table."""
     import nbformat
@@ -82,8 +77,6 @@ def _verdict_outputs(path: Path) -> list[str]:
                 text = data.get("text/html") or data.get("text/markdown") or data.get("text/plain") or o.get("text", "")
                 text = "".join(text) if isinstance(text, list) else text
                 text = re.sub(r"T_[0-9a-f]{5}", "T_", text)  # pandas' Styler names each table at random
-                for pattern, repl in _WALL_TIME:
-                    text = pattern.sub(repl, text)
                 out.append(text)
     return out
 

@@ -40,11 +40,11 @@ from qfail.checks import check_choice, check_range
 from qfail.data import DataSplits
 from qfail.quant import QuantizedModel
 from qfail.sweep import PARTS, quantized
-from qfail.train import TrainConfig, Trained
+from qfail.train import TrainConfig, Trained, example_passes
 
 __all__ = ["PIPELINES", "RECIPES", "training_configs", "Pipeline", "pipeline", "Attack", "DEFAULT_ATTACKS", "quantize_along", "transfer_set",
            "evaluate", "surrogate_examples", "surrogate_accuracy", "autoattack_accuracy", "transfer_source", "untrained", "INITS",
-           "Cell", "matrix_cells", "float_rows", "run_matrix"]
+           "Cell", "matrix_cells", "float_rows", "run_matrix", "qat_run"]
 
 PTQ_METHODS = ("static", "pwlq")
 QAT_METHODS = ("pact", "qat")
@@ -130,11 +130,17 @@ def quantize_along(p: Pipeline, float_models: Mapping[str, Trained], data: DataS
     source = float_models[p.init]
     if method in PTQ_METHODS:
         return quantized(source, data, method, part, bits, device=device, raw_input=raw_input)
+    qat, qat_data = qat_run(p, qat, data, scratch_epochs)
+    return quantized(source, qat_data, method, part, bits, qat=qat, device=device, raw_input=raw_input)
+
+
+def qat_run(p: Pipeline, qat: TrainConfig, data: DataSplits, scratch_epochs: int | None = None
+            ) -> tuple[TrainConfig, DataSplits]:
+    """The QAT run of ``p`` (see ``quantize_along``) and the data it trains on."""
     qat = replace(qat, method="adversarial" if p.adversarial_qat else "standard")
     if p.init == "random" and scratch_epochs is not None:
         qat = replace(qat, epochs=scratch_epochs)
-    qat_data = data.train_fraction(p.fraction, qat.seed) if p.fraction < 1.0 else data
-    return quantized(source, qat_data, method, part, bits, qat=qat, device=device, raw_input=raw_input)
+    return qat, (data.train_fraction(p.fraction, qat.seed) if p.fraction < 1.0 else data)
 
 
 @dataclass(frozen=True)
@@ -354,7 +360,8 @@ def run_matrix(cells: Sequence[Cell], float_models: Mapping[str, Trained], data:
     ``"<label> AutoAttack"``: AutoAttack at the same norm and budget on the inputs that survived
     the white-box, transfer and surrogate attacks, i.e. the accuracy under all of them. Each row
     carries the quantization's wall time (``quant s``) and the float model's (``float s``), so a
-    pipeline's cost is their sum. ``raw_input`` and ``scratch_epochs``: see ``quantize_along``.
+    pipeline's cost is their sum, and the QAT run's ``example_passes`` (``QAT passes``; 0 for
+    PTQ), the same cost in a unit that does not depend on the machine. ``raw_input`` and ``scratch_epochs``: see ``quantize_along``.
     """
     rows, models, done = [], {}, {}
     for cell in cells:
@@ -379,7 +386,9 @@ def run_matrix(cells: Sequence[Cell], float_models: Mapping[str, Trained], data:
             done[key] = (qm, result)
         qm, result = done[key]
         models[cell] = qm
+        run, run_data = qat_run(p, qat, data, scratch_epochs)
+        passes = 0 if cell.method in PTQ_METHODS else example_passes(run, len(run_data.train))
         rows.append({"pipeline": cell.pipeline, "init": p.init, "stage": cell.stage,
                      "method": METHOD_LABELS[cell.method], "part": cell.part, "bits": cell.bits, **result,
-                     "quant s": qm.seconds, "float s": float_models[p.init].seconds})
+                     "quant s": qm.seconds, "float s": float_models[p.init].seconds, "QAT passes": passes})
     return pd.DataFrame(rows), models

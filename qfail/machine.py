@@ -37,6 +37,7 @@ them: a full collection took 141 ms after those imports, and Moon's chapter spen
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import gc
@@ -130,6 +131,7 @@ def configure(threads: int | None = None, onednn: bool | None = None) -> dict[st
     torch.backends.mkldnn.enabled = bool(onednn)
     keep_freed_memory()
     gc.freeze()  # see the module's docstring
+    atexit.register(gc.unfreeze)  # at exit, collect them as usual (extensions such as triton's check for leaks)
     wanted = os.environ.get("OPENBLAS_CORETYPE")
     if wanted and _openblas_cores() - {wanted}:
         warnings.warn(f"numpy was imported before qfail, so its BLAS runs {'/'.join(sorted(_openblas_cores()))} "

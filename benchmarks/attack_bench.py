@@ -6,14 +6,14 @@ torchattacks: the global RNG), so accuracies are compared over several seeds, no
 torchattacks 3.5.1 pins an old ``requests``; ``make bench`` installs it with ``--no-deps``
 (it imports only torch), so the main environment keeps its versions.
 """
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 - qfail is imported first, on purpose (qfail.isa)
 
+import qfail  # first: before numpy and torch load, it pins their kernels (qfail.isa)
 import statistics
 import sys
 
 import torch
 
-import qfail
 from qfail import attack, machine
 from run_all import paired_ms  # benchmarks/ is on sys.path when this file runs as a script
 

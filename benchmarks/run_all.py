@@ -11,8 +11,9 @@
 Timings are medians over repeated calls after warm-up; this is a shared 2-core machine, so
 differences under ~10% are noise.
 """
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 - qfail is imported first, on purpose (qfail.isa)
 
+import qfail  # noqa: F401 - first: before numpy and torch load, it pins their kernels (qfail.isa)
 import statistics
 import time
 import warnings

@@ -6,8 +6,9 @@ plain, per-box implementation of the same bounds: IBP in lower/upper form (W+ l 
 by back-substitution one box at a time. Bounds must agree (qfail in exact-arithmetic mode, i.e.
 without its float32 rounding allowance); timings are medians over repeated runs.
 """
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 - qfail is imported first, on purpose (qfail.isa)
 
+import qfail  # noqa: F401 - first: before numpy and torch load, it pins their kernels (qfail.isa)
 import statistics
 import time
 

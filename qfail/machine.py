@@ -50,7 +50,7 @@ import torch
 from qfail.checks import check_range
 from qfail.isa import cpu_flags
 
-__all__ = ["configure", "describe", "facts", "has_vnni", "kernels", "keep_freed_memory", "limit_other_pools"]
+__all__ = ["configure", "describe", "facts", "has_vnni", "keep_freed_memory", "kernels", "limit_other_pools"]
 
 
 def has_vnni() -> bool | None:

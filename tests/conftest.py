@@ -1,5 +1,5 @@
 """Shared fixtures: a private cache folder, small trained models on the digits, toy chapters."""
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 - qfail is imported first, on purpose (qfail.isa)
 
 from collections.abc import Callable
 from pathlib import Path

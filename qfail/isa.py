@@ -7,8 +7,9 @@ printed other numbers in every chapter: Hu's static-INT8 disagreements on clean 
 0.0 per 1k instead of 2.8, and Frank & Ardis's layer-wise gap was 12.2 points instead of 7.6.
 
 Every x86 CPU the book is built on has AVX2, so :func:`pin_avx2` asks all four libraries for
-their AVX2 kernels. With the pins, that AVX-512 machine printed every number of the AVX2
-machine's book. The INT8 models need no pin: they are exact on both (:mod:`qfail.quant.int8`).
+their AVX2 kernels. With the pins, that AVX-512 machine printed the AVX2 machine's numbers
+(all twenty that its last build report recorded, across every chapter). The INT8 models need no
+pin: they are exact on both (:mod:`qfail.quant.int8`).
 
 The libraries read these variables when they load (OpenBLAS, with numpy) or first run (ATen,
 oneDNN, MKL). So ``import qfail`` sets them before anything else loads, and every chapter

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from qfail.isa import pin_avx2
 
-# before numpy or torch load: every x86 machine runs their AVX2 kernels, so prints the same tables
+# before numpy or torch load: every x86 machine runs their AVX2 kernels and so prints the same tables
 pin_avx2()
 
 __version__ = "0.1.0"

@@ -361,7 +361,8 @@ def run_matrix(cells: Sequence[Cell], float_models: Mapping[str, Trained], data:
     the white-box, transfer and surrogate attacks, i.e. the accuracy under all of them. Each row
     carries the quantization's wall time (``quant s``) and the float model's (``float s``), so a
     pipeline's cost is their sum, and the QAT run's ``example_passes`` (``QAT passes``; 0 for
-    PTQ), the same cost in a unit that does not depend on the machine. ``raw_input`` and ``scratch_epochs``: see ``quantize_along``.
+    PTQ), the same cost in a unit that does not depend on the machine. ``raw_input`` and
+    ``scratch_epochs``: see ``quantize_along``.
     """
     rows, models, done = [], {}, {}
     for cell in cells:

@@ -22,7 +22,7 @@ import platform
 from collections.abc import MutableMapping
 from pathlib import Path
 
-__all__ = ["AVX2_KERNELS", "cpu_flags", "pin_avx2"]
+__all__ = ["AVX2_KERNELS", "cpu_flags", "has_avx2", "pin_avx2"]
 
 AVX2_KERNELS = {
     "ATEN_CPU_CAPABILITY": "avx2",   # torch's own vectorised operators
@@ -43,11 +43,16 @@ def cpu_flags() -> set[str] | None:
     return None
 
 
-def pin_avx2(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
-    """Set :data:`AVX2_KERNELS` in ``environ`` where the CPU is x86 with AVX2 (elsewhere: nothing,
-    an older CPU cannot run those kernels); return the variables set now."""
+def has_avx2() -> bool:
+    """Whether this is an x86 CPU with AVX2: the CPUs the pins apply to."""
     flags = cpu_flags()
-    if platform.machine() not in ("x86_64", "AMD64") or flags is None or "avx2" not in flags:
+    return platform.machine() in ("x86_64", "AMD64") and flags is not None and "avx2" in flags
+
+
+def pin_avx2(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
+    """Set :data:`AVX2_KERNELS` in ``environ`` where :func:`has_avx2` (elsewhere: nothing, an
+    older CPU cannot run those kernels); return the variables set now."""
+    if not has_avx2():
         return {}
     unset = {name: value for name, value in AVX2_KERNELS.items() if name not in environ}
     environ.update(unset)

@@ -48,7 +48,7 @@ import warnings
 import torch
 
 from qfail.checks import check_range
-from qfail.isa import cpu_flags
+from qfail.isa import cpu_flags, has_avx2
 
 __all__ = ["configure", "describe", "facts", "has_vnni", "keep_freed_memory", "kernels", "limit_other_pools"]
 
@@ -83,7 +83,7 @@ def facts() -> dict[str, str]:
         "quantized engine": torch.backends.quantized.engine,
         "CPU": platform.machine(),
         "VNNI": "unknown" if vnni is None else ("yes" if vnni else "no"),
-        "kernels": kernels() if platform.machine() in ("x86_64", "AMD64") else "native",
+        "kernels": kernels() if has_avx2() else "native",
         "torch threads": str(torch.get_num_threads()),
         "oneDNN convolutions": "on" if torch.backends.mkldnn.enabled else "off",
         "CUDA": torch.version.cuda if torch.cuda.is_available() else "not available",
@@ -131,6 +131,7 @@ def configure(threads: int | None = None, onednn: bool | None = None) -> dict[st
     torch.backends.mkldnn.enabled = bool(onednn)
     keep_freed_memory()
     gc.freeze()  # see the module's docstring
+    atexit.unregister(gc.unfreeze)  # once, however often configure runs
     atexit.register(gc.unfreeze)  # at exit, collect them as usual (extensions such as triton's check for leaks)
     wanted = os.environ.get("OPENBLAS_CORETYPE")
     if wanted and _openblas_cores() - {wanted}:

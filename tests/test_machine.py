@@ -1,6 +1,5 @@
 """qfail.machine and qfail.isa: the settings every chapter's numbers depend on."""
 import os
-import platform
 import subprocess
 import sys
 
@@ -23,7 +22,7 @@ def test_configure_caps_torch_and_the_blas_and_openmp_pools():
         assert pools and all(p["num_threads"] == 1 for p in pools), pools
 
 
-_AVX2 = isa.cpu_flags() is not None and "avx2" in isa.cpu_flags() and platform.machine() in ("x86_64", "AMD64")
+_AVX2 = isa.has_avx2()
 # A ResNet-8 trained for one epoch on 256 digits and the small CNN on all of them (ATen, oneDNN,
 # MKL), and a scikit-learn MLP fitted for 20 iterations (OpenBLAS): SHA-256 prefixes of their
 # weights with the AVX2 kernels. On the AVX-512 machine here, without the pins, all three differ

@@ -387,8 +387,10 @@ def run_matrix(cells: Sequence[Cell], float_models: Mapping[str, Trained], data:
             done[key] = (qm, result)
         qm, result = done[key]
         models[cell] = qm
-        run, run_data = qat_run(p, qat, data, scratch_epochs)
-        passes = 0 if cell.method in PTQ_METHODS else example_passes(run, len(run_data.train))
+        passes = 0
+        if cell.method not in PTQ_METHODS:
+            run, run_data = qat_run(p, qat, data, scratch_epochs)
+            passes = example_passes(run, len(run_data.train))
         rows.append({"pipeline": cell.pipeline, "init": p.init, "stage": cell.stage,
                      "method": METHOD_LABELS[cell.method], "part": cell.part, "bits": cell.bits, **result,
                      "quant s": qm.seconds, "float s": float_models[p.init].seconds, "QAT passes": passes})

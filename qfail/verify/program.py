@@ -13,7 +13,7 @@ Shape legend: ``N`` boxes (or inputs), ``d`` input features, ``K`` outputs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,15 +33,28 @@ class Affine:
     weight: torch.Tensor
     bias: torch.Tensor
     float32: bool = True  # widen by float32 rounding error (False: bounds in exact arithmetic)
+    _weight32: tuple[torch.Tensor, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def slack(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """Worst-case float32 error of computing W x + b for x in [lo, hi] (per output)."""
         if not self.float32:
             return torch.zeros(lo.shape[0], self.weight.shape[0], dtype=lo.dtype)
+        mag = torch.maximum(lo.abs(), hi.abs())
+        return self.slack_of_magnitudes(mag @ self.weight.abs().T)
+
+    def weight_float32(self) -> tuple[torch.Tensor, ...]:
+        """W and |W| rounded to float32, with the float64 norms and sums of their rows: computed
+        once, for the float32 products of wide steps."""
+        if self._weight32 is None:
+            w32 = self.weight.float()
+            self._weight32 = (w32, w32.abs(), w32.double().norm(dim=1), w32.abs().double().sum(1))
+        return self._weight32
+
+    def slack_of_magnitudes(self, magnitudes: torch.Tensor) -> torch.Tensor:
+        """The same, given an upper bound of |W| |x| over the box (per output)."""
         n = self.weight.shape[1]
         gamma = 2 * (n + 2) * UNIT_ROUNDOFF_32 / (1 - (n + 2) * UNIT_ROUNDOFF_32)  # twice Higham's gamma_{n+2}, for blocked sums
-        mag = torch.maximum(lo.abs(), hi.abs())
-        return gamma * (mag @ self.weight.abs().T + self.bias.abs())
+        return gamma * (magnitudes + self.bias.abs())
 
 
 @dataclass

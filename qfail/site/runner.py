@@ -283,8 +283,11 @@ def _save_figures(nb, out_dir: Path, chapter: str) -> list[Path]:
 
 
 def run_chapter(chapter: str, parameters: dict[str, Any] | None = None, out_dir: str | Path = "runs",
-                notebook_dir: Path = NOTEBOOK_DIR, timeout: int = 1800) -> Path:
+                notebook_dir: Path = NOTEBOOK_DIR, timeout: int = 1800, static_widgets: bool = True) -> Path:
     """Execute ``chapter`` with ``parameters``; write ``<out_dir>/<chapter>.ipynb`` and its figures.
+
+    ``static_widgets``: precompute every widget panel, so that the saved notebook's widgets work
+    without a kernel (``False`` where only the printed outputs matter).
 
     Returns the executed notebook's path. Raises ``ParameterError`` before anything runs for a bad
     parameter, ``ChapterError`` (one line) if a cell fails.
@@ -308,9 +311,12 @@ def run_chapter(chapter: str, parameters: dict[str, Any] | None = None, out_dir:
     with tempfile.TemporaryDirectory(prefix=f".{chapter}-", dir=out_dir) as tmp:
         executed = Path(tmp) / target.name
         try:
-            with static_pages():  # the saved notebook's widgets work without a kernel
+            with static_pages(static_widgets):
+                # the kernel is stopped, not asked to exit, once its last cell has answered: a
+                # kernel that loaded torch takes a second to tear down, and nothing is left to save
                 papermill.execute_notebook(nb, str(executed), parameters=values, cwd=str(notebook_dir),
-                                           kernel_name="python3", progress_bar=False, execution_timeout=timeout)
+                                           kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+                                           shutdown_kernel="immediate")
         except papermill.PapermillExecutionError as err:
             raise ChapterError(f"chapter {chapter!r} failed: {err.ename}: {err.evalue}") from None
         figures = _save_figures(nbformat.read(executed, as_version=4), Path(tmp), chapter)

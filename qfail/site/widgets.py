@@ -28,10 +28,11 @@ STATIC_ENV = "QFAIL_STATIC_WIDGETS"
 
 
 @contextlib.contextmanager
-def static_pages() -> Iterator[None]:
-    """Kernels started inside this block precompute every panel (their notebook is saved)."""
+def static_pages(on: bool = True) -> Iterator[None]:
+    """Kernels started inside this block precompute every panel (their notebook is saved), or,
+    with ``on=False``, none (only a live kernel's controls render them)."""
     before = os.environ.get(STATIC_ENV)
-    os.environ[STATIC_ENV] = "1"
+    os.environ[STATIC_ENV] = "1" if on else "0"
     try:
         yield
     finally:

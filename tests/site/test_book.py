@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from qfail.site import book, runner
@@ -40,12 +41,13 @@ SMALL = {"primer": {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bi
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _run_all(out: Path) -> dict[str, Path]:
+def _run_all(out: Path, static_widgets: bool = True) -> dict[str, Path]:
     """Every chapter at its small parameters, two at a time (each kernel uses one thread)."""
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(runner.run_chapter, name, params, out) for name, params in SMALL.items()}
+        futures = {name: pool.submit(runner.run_chapter, name, params, out, static_widgets=static_widgets)
+                   for name, params in SMALL.items()}
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -82,12 +84,23 @@ def _verdict_outputs(path: Path) -> list[str]:
 
 
 def test_two_fresh_runs_print_identical_verdict_tables(executed, tmp_path, monkeypatch):
-    """Same parameters, an empty cache (every model retrained): the same verdict tables, digit for digit."""
+    """Same parameters, an empty cache (every model retrained): the same verdict tables, digit for
+    digit. The second run renders no widget panel, so the tables must not depend on them either."""
     monkeypatch.setenv("QFAIL_CACHE", str(tmp_path / "cache"))
-    again = _run_all(tmp_path / "again")
+    again = _run_all(tmp_path / "again", static_widgets=False)
     for name in SMALL:
         first = _verdict_outputs(executed[name])
         assert first and first == _verdict_outputs(again[name]), name
+
+
+def test_a_chapter_runs_with_the_given_parameters(executed):
+    """The runner injects the parameters, and saves the figures and the widget state beside them."""
+    nb = nbformat.read(executed["primer"], as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "bit_widths = [2, 4, 8]" in injected[0].source and "bits = 2" in injected[0].source
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert list(executed["primer"].parent.glob("primer-fig*.png"))
+    assert nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
 
 
 def test_pages_exist_with_widget_state_and_local_scripts(site):
@@ -124,52 +137,73 @@ def server(site):
     httpd.shutdown()
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module's pages (each test opens its own page)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield chromium
+        chromium.close()
+
+
 _VISIBLE_IMAGES = """() => Array.from(document.querySelectorAll('.jupyter-widgets img'))
     .filter(img => img.offsetParent !== null).map(img => img.src.slice(-200))"""
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
-def test_widgets_respond_in_browser_without_network(server):
-    from playwright.sync_api import sync_playwright
-
+def test_widgets_respond_in_browser_without_network(server, browser):
     requests: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        page = browser.new_page()
+    page = browser.new_page()
 
-        def route(r):
-            requests.append(r.request.url)
-            if r.request.url.startswith(server):
-                r.continue_()
-            else:
-                r.abort()
+    def route(r):
+        requests.append(r.request.url)
+        if r.request.url.startswith(server):
+            r.continue_()
+        else:
+            r.abort()
 
-        page.route("**/*", route)
-        missing: list[str] = []
-        page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
-        page.goto(f"{server}/notebooks/primer.html", wait_until="load")
-        handle = page.locator(".widget-slider .noUi-handle").first
-        handle.wait_for(state="visible", timeout=30_000)
-        page.wait_for_timeout(500)
-        assert "Loading widget" not in page.inner_text("body")
-        readout = page.locator(".widget-slider .widget-readout").first
-        assert readout.inner_text().strip() == "2"
-        before = page.evaluate(_VISIBLE_IMAGES)
-        assert len(before) == 1
-        handle.focus()
-        page.keyboard.press("ArrowRight")
-        page.wait_for_timeout(500)
-        after = page.evaluate(_VISIBLE_IMAGES)
-        assert readout.inner_text().strip() == "4"
-        assert len(after) == 1 and after != before
-        math = page.locator("mjx-container").count()
-        browser.close()
+    page.route("**/*", route)
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
+    page.goto(f"{server}/notebooks/primer.html", wait_until="load")
+    handle = page.locator(".widget-slider .noUi-handle").first
+    handle.wait_for(state="visible", timeout=30_000)
+    _wait_until_drawn(page)
+    assert "Loading widget" not in page.inner_text("body")
+    readout = page.locator(".widget-slider .widget-readout").first
+    assert readout.inner_text().strip() == "2"
+    before = page.evaluate(_VISIBLE_IMAGES)
+    assert len(before) == 1
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+    after = _next_state(page, _VISIBLE_IMAGES, before)
+    assert readout.inner_text().strip() == "4"
+    assert len(after) == 1 and after != before
+    math = page.locator("mjx-container").count()
+    page.close()
     outside = [u for u in requests if not u.startswith(server) and not u.startswith("data:")]
     assert not outside, f"requests left the site: {outside[:5]}"
     assert not missing, f"files missing from the site: {missing[:5]}"
     assert math > 0, "MathJax (served locally) did not typeset the formulas"
+
+
+def _wait_until_drawn(page) -> None:
+    """Until the widgets have replaced their loading placeholders and show a panel image."""
+    page.wait_for_function(f"() => !document.body.innerText.includes('Loading widget') && ({_VISIBLE_IMAGES})().length > 0",
+                           timeout=30_000)
+
+
+def _next_state(page, script: str, before):
+    """What ``script`` (a JS function) returns once that is non-empty and differs from ``before``:
+    a control swaps its panel in the browser, so wait for the swap rather than a fixed time."""
+    page.wait_for_function(f"(before) => {{ const now = ({script})(); "
+                           "return now.length > 0 && JSON.stringify(now) !== JSON.stringify(before); }",
+                           arg=before, timeout=10_000)
+    return page.evaluate(script)
 
 
 _VISIBLE_PANEL = """() => Array.from(document.querySelectorAll('.jupyter-widgets .widget-output'))
@@ -177,85 +211,73 @@ _VISIBLE_PANEL = """() => Array.from(document.querySelectorAll('.jupyter-widgets
 
 
 @contextlib.contextmanager
-def _widget_page(server: str, path: str):
-    """A headless Chromium page at ``path`` (no request leaves the site), once its first control shows;
-    on leaving, no request may have failed with a 4xx/5xx."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page()
-        missing: list[str] = []
-        page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server) else r.abort())
-        page.goto(f"{server}/{path}", wait_until="load")
-        page.locator(".widget-slider .noUi-handle, .widget-toggle-buttons button").first.wait_for(
-            state="visible", timeout=30_000)
-        page.wait_for_timeout(500)
-        try:
-            yield page
-            assert not missing, missing  # every script, style sheet and icon font is served by the site
-        finally:
-            browser.close()
+def _widget_page(server: str, browser, path: str):
+    """A page at ``path`` (no request leaves the site), once its widgets are drawn; on leaving,
+    no request may have failed with a 4xx/5xx."""
+    page = browser.new_page()
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server) else r.abort())
+    page.goto(f"{server}/{path}", wait_until="load")
+    page.locator(".widget-slider .noUi-handle, .widget-toggle-buttons button").first.wait_for(
+        state="visible", timeout=30_000)
+    _wait_until_drawn(page)
+    try:
+        yield page
+        assert not missing, missing  # every script, style sheet and icon font is served by the site
+    finally:
+        page.close()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
-def test_scorecard_lists_every_chapters_findings_in_browser(server, executed):
+def test_scorecard_lists_every_chapters_findings_in_browser(server, browser, executed):
     """The scorecard page shows one row per verdict row of the chapters, each linking to its chapter."""
     import json
-
-    from playwright.sync_api import sync_playwright
 
     from qfail.site.scorecard import verdict_tables
 
     expected = sum(len(t["rows"]) for p in executed.values() for t in verdict_tables(json.loads(p.read_text())))
     works = {t["work"] for p in executed.values() for t in verdict_tables(json.loads(p.read_text()))}
     assert works == {"Primer", "Moon", "Hu et al.", "Li et al.", "Frank & Ardis"}
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page()
-        page.goto(f"{server}/book/scorecard.html", wait_until="load")
-        rows = page.locator("table tbody tr")
-        assert rows.count() == expected
-        text = page.inner_text("table")
-        assert all(w in text for w in works) and "[" in text  # intervals
-        links = page.locator("table tbody tr a")
-        href = links.first.get_attribute("href")
-        assert links.count() == expected and "notebooks/" in href and "#" in href
-        page.goto(f"{server}/book/intro.html", wait_until="load")
-        assert page.locator("a[href*='scorecard']").count() >= 1  # linked from the introduction
-        browser.close()
+    page = browser.new_page()
+    page.goto(f"{server}/book/scorecard.html", wait_until="load")
+    rows = page.locator("table tbody tr")
+    assert rows.count() == expected
+    text = page.inner_text("table")
+    assert all(w in text for w in works) and "[" in text  # intervals
+    links = page.locator("table tbody tr a")
+    href = links.first.get_attribute("href")
+    assert links.count() == expected and "notebooks/" in href and "#" in href
+    page.goto(f"{server}/book/intro.html", wait_until="load")
+    assert page.locator("a[href*='scorecard']").count() >= 1  # linked from the introduction
+    page.close()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
-def test_every_chapter_has_objectives_and_exercises_whose_solutions_open(server):
+def test_every_chapter_has_objectives_and_exercises_whose_solutions_open(server, browser):
     """Each chapter page: a learning-objectives box, at least four exercises, and a solution that is
     folded until its title is clicked. The glossary and teaching pages are in the book."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page()
-        for chapter in SMALL:
-            page.goto(f"{server}/notebooks/{chapter}.html", wait_until="load")
-            assert page.locator(".admonition.objectives li").count() >= 3, chapter
-            assert page.locator("div.exercise").count() >= 4, chapter
-            solution = page.locator("div.solution").first
-            body = solution.locator("section").first
-            assert not body.is_visible(), chapter  # folded by default
-            solution.locator("button.toggle-button").first.click()
-            body.wait_for(state="visible", timeout=5_000)
-            assert page.locator("a.reference.internal[href*='glossary']").count() >= 1, chapter
-        for doc, text in (("glossary", "transitory point"), ("teaching", "A 90-minute lab")):
-            page.goto(f"{server}/book/{doc}.html", wait_until="load")
-            assert text in page.inner_text("main"), doc
-        browser.close()
+    page = browser.new_page()
+    for chapter in SMALL:
+        page.goto(f"{server}/notebooks/{chapter}.html", wait_until="load")
+        assert page.locator(".admonition.objectives li").count() >= 3, chapter
+        assert page.locator("div.exercise").count() >= 4, chapter
+        solution = page.locator("div.solution").first
+        body = solution.locator("section").first
+        assert not body.is_visible(), chapter  # folded by default
+        solution.locator("button.toggle-button").first.click()
+        body.wait_for(state="visible", timeout=5_000)
+        assert page.locator("a.reference.internal[href*='glossary']").count() >= 1, chapter
+    for doc, text in (("glossary", "transitory point"), ("teaching", "A 90-minute lab")):
+        page.goto(f"{server}/book/{doc}.html", wait_until="load")
+        assert text in page.inner_text("main"), doc
+    page.close()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
-def test_two_nested_controls_respond_in_browser(server):
+def test_two_nested_controls_respond_in_browser(server, browser):
     """The Moon chapter's bits x eps switcher: each slider swaps what is visible."""
-    with _widget_page(server, "notebooks/moon.html") as page:
+    with _widget_page(server, browser, "notebooks/moon.html") as page:
         handles = page.locator(".widget-slider .noUi-handle")
         assert handles.count() == 2
         readouts = page.locator(".widget-slider .widget-readout")
@@ -264,22 +286,19 @@ def test_two_nested_controls_respond_in_browser(server):
         assert len(start_images) == 1 and "0.03" in start_text
         handles.nth(1).focus()
         page.keyboard.press("ArrowRight")  # eps 0.03 -> 0.1: same maps, other table rows
-        page.wait_for_timeout(500)
+        eps_text = _next_state(page, _VISIBLE_PANEL, start_text)
         assert readouts.nth(1).inner_text().strip() == "0.1"
-        eps_text = page.evaluate(_VISIBLE_PANEL)
-        assert eps_text != start_text and "0.1" in eps_text
+        assert "0.1" in eps_text
         handles.nth(0).focus()
         page.keyboard.press("ArrowRight")  # bits 8 -> 2: other maps
-        page.wait_for_timeout(500)
+        _next_state(page, _VISIBLE_IMAGES, start_images)
         assert readouts.nth(0).inner_text().strip() == "2"
-        assert page.evaluate(_VISIBLE_IMAGES) != start_images
 
 
 def _swaps_panel(page, seen: list, act) -> None:
     """Run ``act`` (a click or a key press); exactly one panel image shows, and a new one."""
     act()
-    page.wait_for_timeout(500)
-    now = page.evaluate(_VISIBLE_IMAGES)
+    now = _next_state(page, _VISIBLE_IMAGES, seen[-1])
     assert len(now) == 1 and now not in seen
     seen.append(now)
 
@@ -293,9 +312,9 @@ def _arrow_right(page, handle):
     ("hu", "rotate", 0, "5"),  # shift x severity: severity 1 -> 5
     ("li", "weights", 1, "2"),  # bits x part x level: level 1 -> 2
 ])
-def test_buttons_and_sliders_respond_in_browser(server, chapter, button, slider, readout):
+def test_buttons_and_sliders_respond_in_browser(server, browser, chapter, button, slider, readout):
     """A button and a slider of the chapter's switcher each swap the panel."""
-    with _widget_page(server, f"notebooks/{chapter}.html") as page:
+    with _widget_page(server, browser, f"notebooks/{chapter}.html") as page:
         seen = [page.evaluate(_VISIBLE_IMAGES)]
         assert len(seen[0]) == 1
         _swaps_panel(page, seen, page.get_by_role("button", name=button).click)
@@ -304,9 +323,9 @@ def test_buttons_and_sliders_respond_in_browser(server, chapter, button, slider,
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
-def test_pair_layer_and_corruption_buttons_respond_in_browser(server):
+def test_pair_layer_and_corruption_buttons_respond_in_browser(server, browser):
     """The Frank & Ardis analyses switcher: three rows of buttons, each swaps the panel."""
-    with _widget_page(server, "notebooks/frank_analyses.html") as page:
+    with _widget_page(server, browser, "notebooks/frank_analyses.html") as page:
         seen = [page.evaluate(_VISIBLE_IMAGES)]
         assert len(seen[0]) == 1
         for name in ("robust", "features.4", "rotate"):

@@ -51,6 +51,11 @@ def test_precompute_follows_the_static_pages_setting(monkeypatch):
     with static_pages():
         switcher({"eps": [0.0, 0.1]}, lambda eps: calls.append(eps))
     assert calls == [0.0, 0.0, 0.1]  # a saved page: every panel
+    with static_pages():
+        with static_pages(on=False):  # inside a static block too
+            switcher({"eps": [0.0, 0.1]}, lambda eps: calls.append(eps))
+        assert os.environ[STATIC_ENV] == "1"
+    assert calls == [0.0, 0.0, 0.1, 0.0]
     assert STATIC_ENV not in os.environ
 
 

@@ -10,7 +10,7 @@ from qfail.train import Trained
 
 @pytest.fixture(scope="module")
 def trained():
-    return rl.train_controller(rl.RLConfig(iterations=150, seed=0))
+    return rl.train_controller(rl.RLConfig(iterations=80, seed=0))  # reaches the cap: 500 on these seeds
 
 
 @pytest.fixture(scope="module")

@@ -183,6 +183,7 @@ def test_widgets_respond_in_browser_without_network(server, browser):
     after = _next_state(page, _VISIBLE_IMAGES, before)
     assert readout.inner_text().strip() == "4"
     assert len(after) == 1 and after != before
+    page.locator("mjx-container").first.wait_for(state="attached", timeout=30_000)  # MathJax typesets after load
     math = page.locator("mjx-container").count()
     page.close()
     outside = [u for u in requests if not u.startswith(server) and not u.startswith("data:")]

@@ -221,3 +221,9 @@ def test_float32_ibp_on_a_wide_input_is_sound_and_close(monkeypatch):
         pts[:, 0], pts[:, 1] = lo, hi
         out = _outputs(model, pts.reshape(-1, width + 16)).reshape(12, 200, -1).double()
         assert (out >= fast[0].unsqueeze(1)).all() and (out <= fast[1].unsqueeze(1)).all(), name
+    prog, huge = verify.extract(net), (lo.double() * 1e39, hi.double() * 1e39)
+    with monkeypatch.context() as m:
+        m.setattr(bounds_module, "FLOAT32_WIDTH", 10 ** 9)
+        float64 = verify.bounds(prog, *huge, "ibp")
+    fast = verify.bounds(prog, *huge, "ibp")  # beyond float32's range: the float64 products take over
+    assert torch.isfinite(fast[0]).all() and torch.equal(fast[0], float64[0]) and torch.equal(fast[1], float64[1])

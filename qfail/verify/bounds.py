@@ -7,7 +7,7 @@ Bounds over an input box [lo, hi] (a batch of boxes at once):
   scale depends on the input itself; every value it sees lies inside its own range, so its
   error is at most half the largest scale the box allows. On a wide input (from
   ``FLOAT32_WIDTH`` features on) an affine step's two products run in float32, their rounding
-  bounded (:func:`_ibp_affine_float32`): half the time, bounds about a percent wider.
+  bounded (:func:`_ibp_affine_float32`): 0.6x the time, bounds about a percent wider.
 * ``crown``: linear relaxations back-substituted to the input (CROWN, Zhang et al., 2018), for
   every hidden layer and for the output spec (here: the decision margins). A quantizer is
   relaxed by x - h <= Q(x) <= x + h (h: half a step) or by its constant range, whichever is
@@ -62,8 +62,9 @@ def _ibp_step(step: Step, lo: torch.Tensor, hi: torch.Tensor,
 
 
 def _ibp_affine_float32(step: Affine, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """IBP through a wide affine step with both of its products in float32 (the cost of an IBP
-    that ignores rounding, half that of float64), their rounding bounded soundly.
+    """IBP through a wide affine step with both of its products in float32 (on 784-256-256-10,
+    0.6x the time of float64 products and 1.4x that of a float32 IBP that ignores rounding), their
+    rounding bounded soundly.
 
     With u = 2^-24 and S = |W32| |mid32|, R = |W32| rad32 (per output):
 

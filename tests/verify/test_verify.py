@@ -1,4 +1,6 @@
 """Soundness of the bounds (sampled and property-based), the falsifier and branch and bound."""
+import importlib
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -7,6 +9,8 @@ from torch import nn
 
 from qfail import verify
 from qfail.quant import QuantConfig, int8_dynamic, quantize_model
+
+bounds_module = importlib.import_module("qfail.verify.bounds")  # the module (verify.bounds is its function)
 
 
 def _mlp(seed: int, sizes=(4, 32, 32, 2)) -> nn.Sequential:
@@ -26,6 +30,13 @@ def _variants(net: nn.Sequential, calib: torch.Tensor) -> dict:
         "dynamic 3-bit": quantize_model(net, QuantConfig(act_mode="dynamic"), (3, 3)),
         "int8 dynamic": int8_dynamic(net),
     }
+
+
+def _float64_bounds(monkeypatch, prog, lo, hi, method, spec=None):
+    """The bounds with every product in float64 (no input is wide enough for float32 products)."""
+    with monkeypatch.context() as m:
+        m.setattr(bounds_module, "FLOAT32_WIDTH", 10 ** 9)
+        return verify.bounds(prog, lo, hi, method, spec)
 
 
 def _outputs(model, pts):
@@ -74,9 +85,6 @@ def test_crown_is_never_looser_than_ibp_and_ibp_is_exact_for_one_layer():
 def test_forward_pass_for_the_second_layer_equals_back_substitution(monkeypatch):
     """On a narrow input CROWN bounds the second affine layer by carrying linear bounds forward;
     the bounds must be those of back-substitution, for every kind of network."""
-    import importlib
-
-    bounds_module = importlib.import_module("qfail.verify.bounds")
     net = _mlp(3, (4, 64, 64, 3))
     gen = torch.Generator().manual_seed(2)
     calib = torch.randn(512, 4, generator=gen)
@@ -169,9 +177,6 @@ def test_float32_product_on_a_wide_input_is_sound_and_as_tight(monkeypatch):
     """From FLOAT32_WIDTH inputs on, CROWN's widest product runs in float32 with its rounding
     error bounded: the bounds must contain sampled outputs and stay within 1e-4 of the float64
     ones (relative to the width), never tighter than what float64 proves minus rounding."""
-    import importlib
-
-    bounds_module = importlib.import_module("qfail.verify.bounds")
     width = bounds_module.FLOAT32_WIDTH
     net = _mlp(4, (width + 16, 48, 48, 4))
     gen = torch.Generator().manual_seed(3)
@@ -183,9 +188,7 @@ def test_float32_product_on_a_wide_input_is_sound_and_as_tight(monkeypatch):
         prog = verify.extract(model)
         for s in (None, spec):
             fast = verify.bounds(prog, lo, hi, "crown", s)
-            with monkeypatch.context() as m:
-                m.setattr(bounds_module, "FLOAT32_WIDTH", 10 ** 9)
-                exact = verify.bounds(prog, lo, hi, "crown", s)
+            exact = _float64_bounds(monkeypatch, prog, lo, hi, "crown", s)
             scale = (exact[1] - exact[0]).abs() + 1e-9
             assert (fast[0] <= exact[0] + 1e-12).all() and (fast[1] >= exact[1] - 1e-12).all(), name
             assert ((exact[0] - fast[0]) / scale).max() < 1e-4 and ((fast[1] - exact[1]) / scale).max() < 1e-4, name
@@ -198,9 +201,6 @@ def test_float32_product_on_a_wide_input_is_sound_and_as_tight(monkeypatch):
 def test_float32_ibp_on_a_wide_input_is_sound_and_close(monkeypatch):
     """From FLOAT32_WIDTH inputs on, IBP's products run in float32 with their rounding bounded:
     the bounds must contain the float64 ones and sampled outputs, at most a few percent wider."""
-    import importlib
-
-    bounds_module = importlib.import_module("qfail.verify.bounds")
     width = bounds_module.FLOAT32_WIDTH
     net = _mlp(5, (width + 16, 160, 48, 4))
     gen = torch.Generator().manual_seed(4)
@@ -210,9 +210,7 @@ def test_float32_ibp_on_a_wide_input_is_sound_and_close(monkeypatch):
     for name, model in _variants(net, calib).items():
         prog = verify.extract(model)
         fast = verify.bounds(prog, lo, hi, "ibp")
-        with monkeypatch.context() as m:
-            m.setattr(bounds_module, "FLOAT32_WIDTH", 10 ** 9)
-            exact = verify.bounds(prog, lo, hi, "ibp")
+        exact = _float64_bounds(monkeypatch, prog, lo, hi, "ibp")
         assert (fast[0] <= exact[0]).all() and (fast[1] >= exact[1]).all(), name
         assert not torch.equal(fast[0], exact[0]), name  # the float32 products did run
         # on average: a static quantizer's bound may step once more where exact IBP sits on a level
@@ -222,8 +220,6 @@ def test_float32_ibp_on_a_wide_input_is_sound_and_close(monkeypatch):
         out = _outputs(model, pts.reshape(-1, width + 16)).reshape(12, 200, -1).double()
         assert (out >= fast[0].unsqueeze(1)).all() and (out <= fast[1].unsqueeze(1)).all(), name
     prog, huge = verify.extract(net), (lo.double() * 1e39, hi.double() * 1e39)
-    with monkeypatch.context() as m:
-        m.setattr(bounds_module, "FLOAT32_WIDTH", 10 ** 9)
-        float64 = verify.bounds(prog, *huge, "ibp")
+    float64 = _float64_bounds(monkeypatch, prog, *huge, "ibp")
     fast = verify.bounds(prog, *huge, "ibp")  # beyond float32's range: the float64 products take over
     assert torch.isfinite(fast[0]).all() and torch.equal(fast[0], float64[0]) and torch.equal(fast[1], float64[1])

@@ -40,21 +40,23 @@ class Affine:
         if not self.float32:
             return torch.zeros(lo.shape[0], self.weight.shape[0], dtype=lo.dtype)
         mag = torch.maximum(lo.abs(), hi.abs())
-        return self.slack_of_magnitudes(mag @ self.weight.abs().T)
+        return self.rounding_gamma() * (mag @ self.weight.abs().T + self.bias.abs())
 
-    def weight_float32(self) -> tuple[torch.Tensor, ...]:
-        """W and |W| rounded to float32, with the float64 norms and sums of their rows: computed
-        once, for the float32 products of wide steps."""
+    def rounding_gamma(self) -> float:
+        """The network's own float32 error of W x + b, relative to |W| |x| + |b|: twice Higham's
+        gamma_{n+2} (for blocked sums), 0 where bounds are in exact arithmetic."""
+        if not self.float32:
+            return 0.0
+        n = self.weight.shape[1]
+        return 2 * (n + 2) * UNIT_ROUNDOFF_32 / (1 - (n + 2) * UNIT_ROUNDOFF_32)
+
+    def weight_float32(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """W and |W| rounded to float32, and the float64 sums of |W|'s rows: computed once, for
+        the float32 products of wide steps."""
         if self._weight32 is None:
             w32 = self.weight.float()
-            self._weight32 = (w32, w32.abs(), w32.double().norm(dim=1), w32.abs().double().sum(1))
+            self._weight32 = (w32, w32.abs(), w32.abs().double().sum(1))
         return self._weight32
-
-    def slack_of_magnitudes(self, magnitudes: torch.Tensor) -> torch.Tensor:
-        """The same, given an upper bound of |W| |x| over the box (per output)."""
-        n = self.weight.shape[1]
-        gamma = 2 * (n + 2) * UNIT_ROUNDOFF_32 / (1 - (n + 2) * UNIT_ROUNDOFF_32)  # twice Higham's gamma_{n+2}, for blocked sums
-        return gamma * (magnitudes + self.bias.abs())
 
 
 @dataclass

@@ -207,12 +207,20 @@ def test_float32_ibp_on_a_wide_input_is_sound_and_close(monkeypatch):
     calib = torch.rand(256, width + 16, generator=gen)
     lo = torch.rand(12, width + 16, generator=gen) - 0.5 * torch.rand(12, 1, generator=gen)  # some inputs below 0
     hi = lo + torch.tensor([0.001, 0.01, 0.05]).repeat_interleave(4).unsqueeze(1)
+    float32_steps, float32_ibp = [], bounds_module._ibp_affine_float32
+
+    def counted(step, lo, hi):
+        float32_steps.append(step)
+        return float32_ibp(step, lo, hi)
+
+    monkeypatch.setattr(bounds_module, "_ibp_affine_float32", counted)
     for name, model in _variants(net, calib).items():
         prog = verify.extract(model)
+        float32_steps.clear()
         fast = verify.bounds(prog, lo, hi, "ibp")
+        assert len(float32_steps) == 2, name  # the two wide steps ran their products in float32
         exact = _float64_bounds(monkeypatch, prog, lo, hi, "ibp")
         assert (fast[0] <= exact[0]).all() and (fast[1] >= exact[1]).all(), name
-        assert not torch.equal(fast[0], exact[0]), name  # the float32 products did run
         # on average: a static quantizer's bound may step once more where exact IBP sits on a level
         assert (fast[1] - fast[0]).mean() < 1.05 * (exact[1] - exact[0]).mean(), name
         pts = lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * torch.rand(12, 200, width + 16, generator=gen)
@@ -223,3 +231,19 @@ def test_float32_ibp_on_a_wide_input_is_sound_and_close(monkeypatch):
     float64 = _float64_bounds(monkeypatch, prog, *huge, "ibp")
     fast = verify.bounds(prog, *huge, "ibp")  # beyond float32's range: the float64 products take over
     assert torch.isfinite(fast[0]).all() and torch.equal(fast[0], float64[0]) and torch.equal(fast[1], float64[1])
+
+
+@pytest.mark.parametrize("float32", [False, True])
+def test_float32_ibp_bounds_products_below_float32s_normal_range(monkeypatch, float32):
+    """Weights of 1e-30 on hidden values of 1e-15: the second step's products fall below 2^-126,
+    where Higham's relative bound does not hold; the absolute allowance must cover them."""
+    width = bounds_module.FLOAT32_WIDTH
+    net = _mlp(6, (width + 16, width + 16, 3))
+    with torch.no_grad():
+        for layer in net[::2]:
+            layer.weight.mul_(1e-30)
+            layer.bias.mul_(1e-30)
+    x = 1e15 * torch.randn(40, width + 16, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    prog = verify.extract(net, float32=float32)
+    fast, float64 = verify.bounds(prog, x, x, "ibp"), _float64_bounds(monkeypatch, prog, x, x, "ibp")
+    assert (fast[0] <= float64[0]).all() and (fast[1] >= float64[1]).all()

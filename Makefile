@@ -36,9 +36,9 @@ $(SCALE): $(STAMP)
 	$(UV) -c constraints.txt -e ".[scale]"  # Ray, for the sweep tests
 	touch $(SCALE)
 
-# two pytest workers, a test file never split between them (module fixtures run once): the
-# book test's chapter runs keep both cores busy, the other files fill the second one meanwhile
-# (130 s instead of 150 on these cores)
+# two pytest workers, a test file never split between them (its module fixtures run once): the
+# book tests go first (tests/conftest.py), the other files run beside them (131 s instead of 150
+# on these cores)
 test: $(STAMP) $(SCALE)
 	bash scripts/setup_data.sh
 	bash tests/setup_browser.sh

@@ -11,13 +11,14 @@ its one-line error, as MyST-NB's own execution would.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from qfail.site.runner import ChapterError
 
-__all__ = ["toc_chapters", "execute_chapters", "cached_notebooks"]
+__all__ = ["toc_chapters", "execute_chapters", "cached_notebooks", "chapter_pool"]
 
 
 def toc_chapters(root: Path) -> list[Path]:
@@ -67,6 +68,13 @@ def _expected_seconds(root: Path) -> dict[str, float]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def chapter_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes that run chapters, spawned rather than forked: the caller has threads (npm's
+    download beside the build, a test runner's), and a fork copies into the child any lock one of
+    them holds at that moment, with no thread left to release it (a run then hangs or dies)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def execute_chapters(root: Path, cache_path: Path, workers: int | None = None, timeout: int = 1800,
                      previous: dict[str, float] | None = None) -> dict[str, float]:
     """Execute every uncached chapter of ``root`` into ``cache_path``; return seconds per chapter run.
@@ -94,7 +102,7 @@ def execute_chapters(root: Path, cache_path: Path, workers: int | None = None, t
     done: dict[str, float] = {}
     if not todo:
         return done
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+    with chapter_pool(min(workers, len(todo))) as pool:
         futures = [pool.submit(_execute, str(p), timeout) for p in todo]
         for future in as_completed(futures):
             path, executed, seconds, error = future.result()

@@ -37,8 +37,8 @@ $(SCALE): $(STAMP)
 	touch $(SCALE)
 
 # two pytest workers, a test file never split between them (its module fixtures run once): the
-# book tests go first (tests/conftest.py), the other files run beside them (131 s instead of 150
-# on these cores)
+# book tests go first (tests/conftest.py), the other files run beside them (about 130 s instead of
+# 150 on these cores)
 test: $(STAMP) $(SCALE)
 	bash scripts/setup_data.sh
 	bash tests/setup_browser.sh

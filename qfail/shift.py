@@ -12,6 +12,7 @@ fixed strength, which here sits near the middle of the scale.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _tv():  # noqa: ANN202 - the module torchvision.transforms.v2.functional
+def _tv() -> ModuleType:
     """torchvision's functional transforms, imported on a blur's or resize's first call: importing
     torchvision loads torch._dynamo (1.5 s), which a chapter whose shifts use neither never needs."""
     import torchvision.transforms.v2.functional as tv_functional

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from qfail.checks import check_choice
-from qfail.verify.program import UNIT_ROUNDOFF_32, Affine, Program, ReLU, Step
+from qfail.verify.program import UNIT_ROUNDOFF_32, Affine, Program, ReLU, Step, gamma32
 
 __all__ = ["BOUND_METHODS", "bounds", "margin_spec", "certified_actions"]
 
@@ -84,7 +84,7 @@ def _ibp_affine_float32(step: Affine, lo: torch.Tensor, hi: torch.Tensor) -> tup
     kappa = (g + gamma_s) / (1 + gamma_s), plus this product's own rounding."""
     n = step.weight.shape[1]
     w32, w32_abs, w_abs_sums = step.weight_float32()
-    g, gamma_s = _gamma32(n + 3), step.rounding_gamma()
+    g, gamma_s = gamma32(n + 3), step.rounding_gamma()
     # lo and hi are float64 (bounds() converts them): their float32 copies are ours to reuse
     lo32, hi32 = lo.float(), hi.float()
     rad32 = (hi32 - lo32).mul_(0.5)
@@ -98,7 +98,7 @@ def _ibp_affine_float32(step: Affine, lo: torch.Tensor, hi: torch.Tensor) -> tup
     if not math.isfinite(float(centre32.sum() + spread32.sum())):
         return _ibp_step(step, lo, hi)
     # the two roundings of rad32 + kappa |mid32| (relative u each) and the product's (Higham's gamma_n)
-    product_rounding = 1 / ((1 - n * UNIT_ROUNDOFF_32 / (1 - n * UNIT_ROUNDOFF_32)) * (1 - UNIT_ROUNDOFF_32) ** 2)
+    product_rounding = 1 / ((1 - gamma32(n) / 2) * (1 - UNIT_ROUNDOFF_32) ** 2)
     factor = (1 + g) * (1 + gamma_s) * product_rounding * (1 + 1e-9)
     centre = centre32.double().add_(step.bias)
     radius = spread32.double().mul_(factor).add_(2.0 ** -140 * (w_abs_sums + n) + (gamma_s + 2.0 ** -52) * step.bias.abs())
@@ -144,7 +144,7 @@ def _concretize_through(weight: torch.Tensor, lam: torch.Tensor, lo: torch.Tenso
     bounded from above by :func:`_sum_up`."""
     mid, rad = (hi + lo) * 0.5, (hi - lo) * 0.5
     n = weight.shape[0]
-    gamma = _gamma32(n + 3)
+    gamma = gamma32(n + 3)
     centre = (lam @ (mid @ weight.T).unsqueeze(-1)).squeeze(-1)
     error = gamma * (lam.abs() @ (rad @ weight.abs().T).unsqueeze(-1)).squeeze(-1)
     c32 = lam.float() @ weight.float()
@@ -160,7 +160,7 @@ def _sum_up(terms: torch.Tensor, block: int = 64) -> torch.Tensor:
     if size < 8:
         return torch.sum(terms, -1, dtype=torch.float64) * (1 + 2.0 ** -22)
     partial = terms.view(*terms.shape[:-1], d // size, size).sum(-1)
-    slack = _gamma32(size + 2)
+    slack = gamma32(size + 2)
     return partial.double().sum(-1) * (1 + slack)
 
 
@@ -341,14 +341,10 @@ def _wide_second_affine(steps: list[Step], io: list[tuple[torch.Tensor, torch.Te
     spread_low, spread_up, inner = _spreads(first.weight, last.weight, a_low, a_up, rad)
     # one allowance for both sides: widening them unequally would move the interval's centre, and
     # with it the next ReLU's choice of lower line (hi > -lo) near a tie, away from exact CROWN's
-    allowance = _gamma32(inner) * (abs_low + abs_gap)
+    allowance = gamma32(inner) * (abs_low + abs_gap)
     return low - spread_low - allowance, up + spread_up + allowance
 
 
-def _gamma32(n: int) -> float:
-    """Twice Higham's gamma_n in float32: bounds the error of a float32 sum of n products, in any
-    order, relative to the sum of their magnitudes."""
-    return 2 * n * UNIT_ROUNDOFF_32 / (1 - n * UNIT_ROUNDOFF_32)
 
 
 def _packed_columns(mask: torch.Tensor) -> torch.Tensor:
@@ -419,5 +415,3 @@ def certified_actions(program: Program, lo: torch.Tensor, hi: torch.Tensor, meth
     margin_lo, _ = bounds(program, lo, hi, method, margin_spec(guess, program.out_features))
     # ties go to the lowest index in argmax, so a proof needs strict margins
     return torch.where((margin_lo > 0).all(1), guess, torch.full_like(guess, -1))
-
-

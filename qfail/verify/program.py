@@ -26,6 +26,12 @@ __all__ = ["Affine", "ReLU", "ActQuant", "Step", "Program", "extract", "zero_bia
 UNIT_ROUNDOFF_32 = 2.0 ** -24  # unit roundoff of float32
 
 
+def gamma32(n: int) -> float:
+    """Twice Higham's gamma_n in float32: bounds the error of a float32 sum of n products, in any
+    order, relative to the sum of their magnitudes."""
+    return 2 * n * UNIT_ROUNDOFF_32 / (1 - n * UNIT_ROUNDOFF_32)
+
+
 @dataclass
 class Affine:
     """y = W x + b, with W and b as the network uses them (float64 copies)."""
@@ -47,8 +53,7 @@ class Affine:
         gamma_{n+2} (for blocked sums), 0 where bounds are in exact arithmetic."""
         if not self.float32:
             return 0.0
-        n = self.weight.shape[1]
-        return 2 * (n + 2) * UNIT_ROUNDOFF_32 / (1 - (n + 2) * UNIT_ROUNDOFF_32)
+        return gamma32(self.weight.shape[1] + 2)
 
     def weight_float32(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """W and |W| rounded to float32, and the float64 sums of |W|'s rows: computed once, for

@@ -290,12 +290,14 @@ def run_chapter(chapter: str, parameters: dict[str, Any] | None = None, out_dir:
     without a kernel (``False`` where only the printed outputs matter).
 
     Returns the executed notebook's path. Raises ``ParameterError`` before anything runs for a bad
-    parameter, ``ChapterError`` (one line) if a cell fails.
+    parameter, ``ChapterError`` (one line) if a cell fails or runs longer than ``timeout`` seconds.
     """
     import jupytext
     import nbformat
     import papermill
+    from nbclient.exceptions import CellTimeoutError
 
+    from qfail.site.kernel import KERNEL_MANAGER
     from qfail.site.widgets import static_pages
 
     values = coerce_parameters(chapter, parameters or {}, notebook_dir)
@@ -316,9 +318,11 @@ def run_chapter(chapter: str, parameters: dict[str, Any] | None = None, out_dir:
                 # kernel that loaded torch takes a second to tear down, and nothing is left to save
                 papermill.execute_notebook(nb, str(executed), parameters=values, cwd=str(notebook_dir),
                                            kernel_name="python3", progress_bar=False, execution_timeout=timeout,
-                                           shutdown_kernel="immediate")
+                                           shutdown_kernel="immediate", kernel_manager_class=KERNEL_MANAGER)
         except papermill.PapermillExecutionError as err:
             raise ChapterError(f"chapter {chapter!r} failed: {err.ename}: {err.evalue}") from None
+        except CellTimeoutError:
+            raise ChapterError(f"chapter {chapter!r} failed: a cell ran longer than timeout={timeout} s") from None
         figures = _save_figures(nbformat.read(executed, as_version=4), Path(tmp), chapter)
         for old in out_dir.glob(f"{chapter}-fig*.png"):
             old.unlink()

@@ -67,6 +67,15 @@ def test_error_inside_chapter_is_one_line_and_leaves_nothing(tmp_path, toy_chapt
     assert list(out.iterdir()) == []  # no half-executed notebook, no temporary folder
 
 
+def test_a_cell_over_the_time_limit_fails_the_run_in_one_line(tmp_path, toy_chapter):
+    """A kernel that never answers (or a cell that never ends) fails the run instead of holding it."""
+    nbs = toy_chapter("slow", "seconds: int = 60  # {≥ 0} how long the cell sleeps", "import time\ntime.sleep(seconds)")
+    out = tmp_path / "out"
+    with pytest.raises(runner.ChapterError, match=r"^chapter 'slow' failed: a cell ran longer than timeout=2 s$"):
+        runner.run_chapter("slow", {}, out, notebook_dir=nbs, timeout=2)
+    assert list(out.iterdir()) == []
+
+
 def test_a_literal_parameter_passes_without_papermills_unknown_parameter_warning(tmp_path, toy_chapter, caplog):
     """papermill's own guess at the parameters cell skips ``Literal[...]`` lines; qfail checked them."""
     nbs = toy_chapter("choice", 'mode: Literal["a", "b"] = "a"  # which', "print(mode)")

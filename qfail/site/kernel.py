@@ -1,0 +1,54 @@
+"""The kernel manager every chapter run uses: its client never sleeps through a reply.
+
+zmq.asyncio learns that a message has arrived through the socket's ``ZMQ_FD``, which is
+edge-triggered: when the edge is consumed elsewhere (pyzmq#2173), a wait on the socket sleeps until
+its timeout although the message is already there. nbclient waits for a cell's reply with the
+cell's whole time limit, so a chapter run then stalls for that long with its kernel idle, and goes
+on as if nothing happened when the limit expires and the last check finds the reply (under load:
+a 15 s primer run took 216 s with a 200 s limit; a test run on CI took 30 minutes). A wait in
+slices of at most :data:`SLICE` seconds bounds such a stall to one slice: every new wait looks at
+the socket before it sleeps.
+
+    papermill.execute_notebook(..., kernel_manager_class=KERNEL_MANAGER)
+"""
+from __future__ import annotations
+
+import time
+from queue import Empty
+from typing import Any
+
+from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.channels import AsyncZMQSocketChannel
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import DottedObjectName, Type
+
+__all__ = ["SLICE", "KERNEL_MANAGER", "SlicedChannel", "SlicedKernelClient", "SlicedKernelManager"]
+
+SLICE = 1.0  # seconds: the longest a message can wait unnoticed
+KERNEL_MANAGER = "qfail.site.kernel.SlicedKernelManager"  # the name nbclient and jupyter-cache take
+
+
+class SlicedChannel(AsyncZMQSocketChannel):
+    """A channel whose ``get_msg`` waits at most :data:`SLICE` seconds at a time."""
+
+    async def get_msg(self, timeout: float | None = None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return await super().get_msg(timeout=SLICE if left is None else min(SLICE, left))
+            except Empty:
+                if left is not None and left <= SLICE:
+                    raise
+
+
+class SlicedKernelClient(AsyncKernelClient):
+    shell_channel_class = Type(SlicedChannel)
+    iopub_channel_class = Type(SlicedChannel)
+    stdin_channel_class = Type(SlicedChannel)
+    control_channel_class = Type(SlicedChannel)
+
+
+class SlicedKernelManager(AsyncKernelManager):
+    client_class = DottedObjectName("qfail.site.kernel.SlicedKernelClient")
+    client_factory = Type(klass=SlicedKernelClient)  # what ``client()`` builds (not derived from client_class)

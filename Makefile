@@ -36,13 +36,13 @@ $(SCALE): $(STAMP)
 	$(UV) -c constraints.txt -e ".[scale]"  # Ray, for the sweep tests
 	touch $(SCALE)
 
-# two pytest workers, a test file never split between them (its module fixtures run once): the
-# book tests go first (tests/conftest.py), the other files run beside them (about 130 s instead of
-# 150 on these cores)
+# one pytest process: the book tests' chapter runs keep both cores busy on their own (two kernels
+# at a time). Two pytest workers saved about 20 s, but ran one worker's browser tests beside the
+# other's kernel starts, and a browser's connection can take a port just given to a starting kernel
 test: $(STAMP) $(SCALE)
 	bash scripts/setup_data.sh
 	bash tests/setup_browser.sh
-	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -88,14 +88,16 @@ class Outcome:
     error: str | None = None
 
 
-def run_point(chapter: str, parameters: dict[str, Any], notebook_dir: Path = runner.NOTEBOOK_DIR) -> dict[str, Any]:
+def run_point(chapter: str, parameters: dict[str, Any], notebook_dir: Path = runner.NOTEBOOK_DIR,
+              timeout: int = 1800) -> dict[str, Any]:
     """Run one point in a temporary folder; return the executed notebook (text) and its verdict
-    tables, or the one-line error. Runs on a Ray worker, or here."""
+    tables, or the one-line error (also when a cell runs longer than ``timeout`` seconds). Runs on
+    a Ray worker, or here."""
     from qfail.site.scorecard import verdict_tables
 
     with tempfile.TemporaryDirectory(prefix="qfail-sweep-") as tmp:
         try:
-            path = runner.run_chapter(chapter, parameters, Path(tmp), Path(notebook_dir))
+            path = runner.run_chapter(chapter, parameters, Path(tmp), Path(notebook_dir), timeout=timeout)
         except (runner.ChapterError, runner.ParameterError) as err:
             return {"error": str(err)}
         except Exception as err:  # noqa: BLE001 - a worker must report, not die
@@ -120,11 +122,13 @@ def _device(parameters: dict[str, Any], declared: dict[str, runner.Parameter]) -
 
 
 def sweep(chapter: str, axes: dict[str, str], out: str | Path = "sweeps", workers: int | None = None,
-          address: str | None = None, progress: bool = True, notebook_dir: Path = runner.NOTEBOOK_DIR) -> list[Outcome]:
+          address: str | None = None, progress: bool = True, notebook_dir: Path = runner.NOTEBOOK_DIR,
+          timeout: int = 1800) -> list[Outcome]:
     """Run every point of the grid not already complete under ``out``; return one outcome per point.
 
     A local Ray gets ``workers`` CPUs (default: all); ``address`` (or ``$RAY_ADDRESS``) joins a
-    cluster instead. Ends by writing the report (:func:`write_report`).
+    cluster instead. A run whose cell takes longer than ``timeout`` seconds fails with that error.
+    Ends by writing the report (:func:`write_report`).
     """
     points = grid_points(chapter, axes, notebook_dir)
     declared = _declared(chapter, notebook_dir)
@@ -151,9 +155,13 @@ def sweep(chapter: str, axes: dict[str, str], out: str | Path = "sweeps", worker
                     o.status, o.error = "failed", f"device={device!r} but the Ray cluster has no GPU; use 'cpu' or 'auto'"
                     continue
                 wants = {"num_gpus": 1} if device.startswith("cuda") or (device == "auto" and gpus) else {"num_cpus": 1}
-                pending[remote.options(**wants).remote(chapter, o.parameters, Path(notebook_dir))] = o
+                pending[remote.options(**wants).remote(chapter, o.parameters, Path(notebook_dir), timeout)] = o
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
+                # a second at a time: Ray's wait does not return when a signal handler raises
+                # (Ctrl-C, a test's time limit), so the signal surfaced only once a run had ended
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                if not ready:
+                    continue
                 o = pending.pop(ready[0])
                 try:
                     result = ray.get(ready[0])

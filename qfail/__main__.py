@@ -15,6 +15,13 @@ import sys
 from pathlib import Path
 
 
+def _seconds(text: str) -> int:
+    """A cell time limit: a whole number of seconds, at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of seconds >= 1, got {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qfail", description="qfail: quantization failure book")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -22,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("chapter")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     run.add_argument("-o", "--output", default="runs", help="folder for the executed notebook and figures")
+    run.add_argument("--timeout", type=_seconds, default=1800, help="seconds a cell may run (default 1800)")
     grid = sub.add_parser("sweep", help="run a chapter over a grid of parameters on Ray (pip install qfail[scale])")
     grid.add_argument("chapter")
     grid.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUES"),
@@ -29,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("-o", "--output", default="sweeps", help="folder of the runs and the report")
     grid.add_argument("--workers", type=int, default=None, help="CPUs of the local Ray (default: all)")
     grid.add_argument("--address", default=None, help="a Ray cluster to join (default: $RAY_ADDRESS, else local)")
+    grid.add_argument("--timeout", type=_seconds, default=1800,
+                      help="seconds a cell may run before its run fails (default 1800)")
     sub.add_parser("list", help="list chapters and their parameters")
     book = sub.add_parser("book", help="build the book into _build/html")
     book.add_argument("--force", action="store_true", help="re-execute every chapter")
@@ -55,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "sweep":
             from qfail.site.grid import sweep
 
-            outcomes = sweep(args.chapter, dict(args.parameter), args.output, args.workers, args.address)
+            outcomes = sweep(args.chapter, dict(args.parameter), args.output, args.workers, args.address,
+                             timeout=args.timeout)
             failed = [o for o in outcomes if o.status == "failed"]
             counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
             print(f"{len(outcomes)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) +
@@ -65,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if failed else 0
         elif args.command == "run":
             params = dict(args.parameter)
-            path = runner.run_chapter(args.chapter, params, Path(args.output))
+            path = runner.run_chapter(args.chapter, params, Path(args.output), timeout=args.timeout)
             print(f"wrote {path}")
         else:
             from qfail.site.book import build_book

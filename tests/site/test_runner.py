@@ -59,6 +59,18 @@ def test_cli_reports_bad_parameter_in_one_line():
     assert "bits" in proc.stderr and "2, 3, 4, 5, 6, 8" in proc.stderr
 
 
+@pytest.mark.parametrize("command", ["run", "sweep"])
+@pytest.mark.parametrize("given", ["0", "-5", "1.5", "soon"])
+def test_cli_rejects_a_time_limit_that_is_not_whole_seconds(command, given, capsys):
+    from qfail.__main__ import _parser
+
+    with pytest.raises(SystemExit) as stop:
+        _parser().parse_args([command, "primer", "--timeout", given])
+    assert stop.value.code == 2
+    assert f"argument --timeout: a whole number of seconds >= 1, got '{given}'" in capsys.readouterr().err
+    assert _parser().parse_args([command, "primer", "--timeout", "90"]).timeout == 90
+
+
 def test_error_inside_chapter_is_one_line_and_leaves_nothing(tmp_path, toy_chapter):
     nbs = toy_chapter("broken", "seed: int = 0  # {≥ 0} seed", 'raise ValueError(f"seed={seed} broke the chapter")')
     out = tmp_path / "out"

@@ -1,13 +1,15 @@
-"""The kernel manager every chapter run uses: its client never sleeps through a reply.
+"""The kernel manager every chapter run uses: its client notices every message within a second.
 
 zmq.asyncio learns that a message has arrived through the socket's ``ZMQ_FD``, which is
 edge-triggered: when the edge is consumed elsewhere (pyzmq#2173), a wait on the socket sleeps until
 its timeout although the message is already there. nbclient waits for a cell's reply with the
 cell's whole time limit, so a chapter run then stalls for that long with its kernel idle, and goes
 on as if nothing happened when the limit expires and the last check finds the reply (under load:
-a 15 s primer run took 216 s with a 200 s limit; a test run on CI took 30 minutes). A wait in
-slices of at most :data:`SLICE` seconds bounds such a stall to one slice: every new wait looks at
-the socket before it sleeps.
+a 15 s primer run took 216 s with a 200 s limit; a test run on CI took 30 minutes). On the output
+channel it would be worse: nbclient stops waiting for a cell's outputs 4 s after its reply, so the
+outputs behind a missed wake-up would be lost without an error. A wait in slices of at most
+:data:`SLICE` seconds bounds either to one slice: every new wait looks at the socket before it
+sleeps.
 
     papermill.execute_notebook(..., kernel_manager_class=KERNEL_MANAGER)
 """

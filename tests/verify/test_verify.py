@@ -227,10 +227,13 @@ def test_float32_ibp_on_a_wide_input_is_sound_and_close(monkeypatch):
         pts[:, 0], pts[:, 1] = lo, hi
         out = _outputs(model, pts.reshape(-1, width + 16)).reshape(12, 200, -1).double()
         assert (out >= fast[0].unsqueeze(1)).all() and (out <= fast[1].unsqueeze(1)).all(), name
-    prog, huge = verify.extract(net), (lo.double() * 1e39, hi.double() * 1e39)
+    # beyond float32's range, in exact arithmetic: the float64 products take over
+    prog, huge = verify.extract(net, float32=False), (lo.double() * 1e39, hi.double() * 1e39)
     float64 = _float64_bounds(monkeypatch, prog, *huge, "ibp")
-    fast = verify.bounds(prog, *huge, "ibp")  # beyond float32's range: the float64 products take over
+    fast = verify.bounds(prog, *huge, "ibp")
     assert torch.isfinite(fast[0]).all() and torch.equal(fast[0], float64[0]) and torch.equal(fast[1], float64[1])
+    low, high = verify.bounds(verify.extract(net), *huge, "ibp")  # the float32 network overflows there
+    assert torch.isinf(low).all() and torch.isinf(high).all()
 
 
 @pytest.mark.parametrize("float32", [False, True])
@@ -247,3 +250,30 @@ def test_float32_ibp_bounds_products_below_float32s_normal_range(monkeypatch, fl
     prog = verify.extract(net, float32=float32)
     fast, float64 = verify.bounds(prog, x, x, "ibp"), _float64_bounds(monkeypatch, prog, x, x, "ibp")
     assert (fast[0] <= float64[0]).all() and (fast[1] >= float64[1]).all()
+
+
+@pytest.mark.parametrize("method", verify.BOUND_METHODS)
+@pytest.mark.parametrize("variant", ["fp", "dynamic 3-bit"])
+def test_where_float32_overflows_the_bounds_are_unbounded_and_elsewhere_finite(method, variant):
+    """Weights of 1e10 on inputs up to 1e30: the float32 network overflows to inf (or nan) on some
+    boxes, which bounds in float64 would leave out; those boxes get (-inf, inf), the others stay
+    finite and contain every sampled output."""
+    net = _mlp(7, (8, 16, 3))
+    with torch.no_grad():
+        for layer in net[::2]:
+            layer.weight.mul_(1e10)
+            layer.bias.mul_(1e10)
+    model = _variants(net, torch.zeros(1, 8))[variant]
+    gen = torch.Generator().manual_seed(7)
+    scale = torch.tensor([1.0, 1e10, 1e20, 1e26, 1e28, 1e30]).repeat_interleave(4).double().unsqueeze(1)
+    centre = scale * torch.randn(24, 8, generator=gen, dtype=torch.float64)
+    lo, hi = centre - 0.01 * scale, centre + 0.01 * scale
+    low, high = verify.bounds(verify.extract(model), lo, hi, method)
+    pts = lo + (hi - lo) * torch.rand(50, 24, 8, generator=gen, dtype=torch.float64)
+    out = torch.stack([_outputs(model, p.float()).double() for p in torch.cat([lo[None], hi[None], pts])])
+    broke = ~torch.isfinite(out).all(0).all(1)  # boxes where some float32 output is inf or nan
+    unbounded = torch.isinf(low).all(1) & torch.isinf(high).all(1)
+    assert broke.any() and (unbounded[broke]).all()  # the failure happens, and is covered
+    assert torch.isfinite(low[:8]).all() and torch.isfinite(high[:8]).all()  # ordinary scales: finite
+    finite = ~unbounded
+    assert ((out[:, finite] >= low[finite]) & (out[:, finite] <= high[finite])).all()

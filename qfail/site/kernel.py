@@ -15,14 +15,17 @@ sleeps.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import time
+import uuid
 from queue import Empty
 from typing import Any
 
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import DottedObjectName, Type
+from traitlets import DottedObjectName, Type, default
 
 __all__ = ["SLICE", "KERNEL_MANAGER", "SlicedChannel", "SlicedKernelClient", "SlicedKernelManager"]
 
@@ -52,5 +55,19 @@ class SlicedKernelClient(AsyncKernelClient):
 
 
 class SlicedKernelManager(AsyncKernelManager):
+    """An asynchronous kernel manager with :class:`SlicedKernelClient` clients and, on POSIX,
+    Unix sockets instead of TCP ports: a TCP port is chosen free here and bound by the kernel a
+    moment later, and any connection made in between (a browser's, Ray's) can take it."""
+
     client_class = DottedObjectName("qfail.site.kernel.SlicedKernelClient")
     client_factory = Type(klass=SlicedKernelClient)  # what ``client()`` builds (not derived from client_class)
+
+    @default("transport")
+    def _transport_default(self) -> str:
+        return "ipc" if os.name == "posix" else "tcp"
+
+    def _ip_default(self) -> str:
+        """For Unix sockets, a fresh absolute path prefix (a socket's path must stay under 108 bytes)."""
+        if self.transport == "ipc":
+            return os.path.join(tempfile.gettempdir(), f"qfail-kernel-{uuid.uuid4().hex[:12]}")
+        return super()._ip_default()

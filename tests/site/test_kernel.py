@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import glob
+import os
 import time
 
 import pytest
@@ -46,16 +48,24 @@ def test_the_sliced_channel_notices_it_within_a_slice(monkeypatch):
     assert msg["msg_type"] == "probe" and msg["content"] == {"n": 1}
 
 
-def test_chapter_runs_use_the_sliced_client(tmp_path, toy_chapter, monkeypatch):
+def test_chapter_runs_use_the_sliced_client_over_unix_sockets(tmp_path, toy_chapter, monkeypatch):
     assert isinstance(kernel.SlicedKernelManager().client(), kernel.SlicedKernelClient)
-    waits = []
-    plain = kernel.SlicedChannel.get_msg
+    waits, prefixes = [], []
+    plain_get, plain_ip = kernel.SlicedChannel.get_msg, kernel.SlicedKernelManager._ip_default
 
     async def counted(self, timeout=None):
         waits.append(timeout)
-        return await plain(self, timeout)
+        return await plain_get(self, timeout)
+
+    def recorded(self):
+        prefixes.append(plain_ip(self))
+        return prefixes[-1]
 
     monkeypatch.setattr(kernel.SlicedChannel, "get_msg", counted)
+    monkeypatch.setattr(kernel.SlicedKernelManager, "_ip_default", recorded)
     nbs = toy_chapter("tiny", "seed: int = 0  # {≥ 0} seed", "print(seed)")
     runner.run_chapter("tiny", {}, tmp_path / "out", notebook_dir=nbs, static_widgets=False)
     assert len(waits) > 3  # kernel_info, then every cell's reply and output
+    if os.name == "posix":  # no TCP port to race for; the socket files are gone afterwards
+        assert len(prefixes) == 1 and os.path.isabs(prefixes[0]) and len(prefixes[0]) + 3 < 108
+        assert not glob.glob(prefixes[0] + "-*")

@@ -50,13 +50,13 @@ def _execute(path: str, timeout: int) -> tuple[str, dict | None, float, str | No
     """Worker: run one chapter; return (path, executed notebook as JSON, seconds, error line)."""
     from jupyter_cache.executors.utils import single_nb_execution
 
-    from qfail.site.kernel import KERNEL_MANAGER
+    from qfail.site.kernel import CLIENT_OPTIONS
     from qfail.site.widgets import STATIC_ENV
 
     os.environ[STATIC_ENV] = "1"  # this worker's kernels render every widget panel for the page
     nb = _read(Path(path))
     result = single_nb_execution(nb, cwd=str(Path(path).parent), allow_errors=False, timeout=timeout,
-                                 meta_override=True, kernel_manager_class=KERNEL_MANAGER)
+                                 meta_override=True, **CLIENT_OPTIONS)
     if result.err is not None:
         return path, None, result.time, f"{type(result.err).__name__}: {str(result.err).strip().splitlines()[-1]}"
     return path, json.loads(json.dumps(nb)), result.time, None

@@ -11,7 +11,7 @@ outputs behind a missed wake-up would be lost without an error. A wait in slices
 :data:`SLICE` seconds bounds either to one slice: every new wait looks at the socket before it
 sleeps.
 
-    papermill.execute_notebook(..., kernel_manager_class=KERNEL_MANAGER)
+    papermill.execute_notebook(..., **CLIENT_OPTIONS)
 """
 from __future__ import annotations
 
@@ -27,10 +27,16 @@ from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import DottedObjectName, Type, default
 
-__all__ = ["SLICE", "KERNEL_MANAGER", "SlicedChannel", "SlicedKernelClient", "SlicedKernelManager"]
+__all__ = ["SLICE", "KERNEL_MANAGER", "OUTPUT_SECONDS", "CLIENT_OPTIONS", "SlicedChannel", "SlicedKernelClient",
+           "SlicedKernelManager"]
 
 SLICE = 1.0  # seconds: the longest a message can wait unnoticed
 KERNEL_MANAGER = "qfail.site.kernel.SlicedKernelManager"  # the name nbclient and jupyter-cache take
+OUTPUT_SECONDS = 30  # how long a cell's outputs may trail its reply before the run fails
+# what every chapter run passes to nbclient (through papermill or jupyter-cache): nbclient's own
+# default waits 4 s for a cell's outputs after its reply, then drops the rest with a warning
+CLIENT_OPTIONS = {"kernel_manager_class": KERNEL_MANAGER, "iopub_timeout": OUTPUT_SECONDS,
+                  "raise_on_iopub_timeout": True}
 
 
 class SlicedChannel(AsyncZMQSocketChannel):

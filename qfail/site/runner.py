@@ -297,7 +297,7 @@ def run_chapter(chapter: str, parameters: dict[str, Any] | None = None, out_dir:
     import papermill
     from nbclient.exceptions import CellTimeoutError
 
-    from qfail.site.kernel import KERNEL_MANAGER
+    from qfail.site.kernel import CLIENT_OPTIONS, OUTPUT_SECONDS
     from qfail.site.widgets import static_pages
 
     values = coerce_parameters(chapter, parameters or {}, notebook_dir)
@@ -318,11 +318,13 @@ def run_chapter(chapter: str, parameters: dict[str, Any] | None = None, out_dir:
                 # kernel that loaded torch takes a second to tear down, and nothing is left to save
                 papermill.execute_notebook(nb, str(executed), parameters=values, cwd=str(notebook_dir),
                                            kernel_name="python3", progress_bar=False, execution_timeout=timeout,
-                                           shutdown_kernel="immediate", kernel_manager_class=KERNEL_MANAGER)
+                                           shutdown_kernel="immediate", **CLIENT_OPTIONS)
         except papermill.PapermillExecutionError as err:
             raise ChapterError(f"chapter {chapter!r} failed: {err.ename}: {err.evalue}") from None
-        except CellTimeoutError:
-            raise ChapterError(f"chapter {chapter!r} failed: a cell ran longer than timeout={timeout} s") from None
+        except CellTimeoutError as err:
+            what = (f"a cell's outputs did not arrive within {OUTPUT_SECONDS} s of its end" if "IOPub" in str(err)
+                    else f"a cell ran longer than timeout={timeout} s")
+            raise ChapterError(f"chapter {chapter!r} failed: {what}") from None
         figures = _save_figures(nbformat.read(executed, as_version=4), Path(tmp), chapter)
         for old in out_dir.glob(f"{chapter}-fig*.png"):
             old.unlink()

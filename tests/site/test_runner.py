@@ -88,6 +88,31 @@ def test_a_cell_over_the_time_limit_fails_the_run_in_one_line(tmp_path, toy_chap
     assert list(out.iterdir()) == []
 
 
+def test_outputs_that_trail_their_cell_fail_the_run_instead_of_going_missing(tmp_path, toy_chapter, monkeypatch):
+    """A cell's last output message (its kernel going idle) held up on the way: nbclient would drop
+    whatever had not arrived, with a warning; the run fails in one line instead."""
+    import asyncio
+
+    import zmq
+
+    from qfail.site import kernel
+
+    plain = kernel.SlicedChannel.get_msg
+
+    async def held_up(self, timeout=None):
+        msg = await plain(self, timeout)
+        if self.socket.type == zmq.SUB and msg["content"].get("execution_state") == "idle":
+            await asyncio.sleep(3)
+        return msg
+
+    monkeypatch.setattr(kernel.SlicedChannel, "get_msg", held_up)
+    monkeypatch.setattr(kernel, "OUTPUT_SECONDS", 1)
+    monkeypatch.setitem(kernel.CLIENT_OPTIONS, "iopub_timeout", 1)
+    nbs = toy_chapter("late", "seed: int = 0  # {≥ 0} seed", "print(seed)")
+    with pytest.raises(runner.ChapterError, match=r"^chapter 'late' failed: a cell's outputs did not arrive within 1 s"):
+        runner.run_chapter("late", {}, tmp_path / "out", notebook_dir=nbs, static_widgets=False)
+
+
 def test_a_literal_parameter_passes_without_papermills_unknown_parameter_warning(tmp_path, toy_chapter, caplog):
     """papermill's own guess at the parameters cell skips ``Literal[...]`` lines; qfail checked them."""
     nbs = toy_chapter("choice", 'mode: Literal["a", "b"] = "a"  # which', "print(mode)")

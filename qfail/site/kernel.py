@@ -1,15 +1,16 @@
-"""The kernel manager every chapter run uses: its client notices every message within a second.
+"""How every chapter run talks to its kernel: no message goes unnoticed for more than a second,
+no output goes missing without an error, and no TCP port is left to race for.
 
 zmq.asyncio learns that a message has arrived through the socket's ``ZMQ_FD``, which is
 edge-triggered: when the edge is consumed elsewhere (pyzmq#2173), a wait on the socket sleeps until
 its timeout although the message is already there. nbclient waits for a cell's reply with the
 cell's whole time limit, so a chapter run then stalls for that long with its kernel idle, and goes
 on as if nothing happened when the limit expires and the last check finds the reply (under load:
-a 15 s primer run took 216 s with a 200 s limit; a test run on CI took 30 minutes). On the output
-channel it would be worse: nbclient stops waiting for a cell's outputs 4 s after its reply, so the
-outputs behind a missed wake-up would be lost without an error. A wait in slices of at most
-:data:`SLICE` seconds bounds either to one slice: every new wait looks at the socket before it
-sleeps.
+a 15 s primer run took 216 s with a 200 s limit; a test run on CI took 30 minutes). A wait in
+slices of at most :data:`SLICE` seconds bounds the stall to one slice: every new wait looks at
+the socket before it sleeps. nbclient also stops waiting for a cell's outputs 4 s after its reply
+and drops the rest with a warning; :data:`CLIENT_OPTIONS` waits :data:`OUTPUT_SECONDS` and then
+fails the run.
 
     papermill.execute_notebook(..., **CLIENT_OPTIONS)
 """
@@ -33,8 +34,7 @@ __all__ = ["SLICE", "KERNEL_MANAGER", "OUTPUT_SECONDS", "CLIENT_OPTIONS", "Slice
 SLICE = 1.0  # seconds: the longest a message can wait unnoticed
 KERNEL_MANAGER = "qfail.site.kernel.SlicedKernelManager"  # the name nbclient and jupyter-cache take
 OUTPUT_SECONDS = 30  # how long a cell's outputs may trail its reply before the run fails
-# what every chapter run passes to nbclient (through papermill or jupyter-cache): nbclient's own
-# default waits 4 s for a cell's outputs after its reply, then drops the rest with a warning
+# what every chapter run passes to nbclient (through papermill or jupyter-cache)
 CLIENT_OPTIONS = {"kernel_manager_class": KERNEL_MANAGER, "iopub_timeout": OUTPUT_SECONDS,
                   "raise_on_iopub_timeout": True}
 

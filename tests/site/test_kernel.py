@@ -28,8 +28,11 @@ async def _first_message(channel_class: type, wait: float) -> dict:
         task = asyncio.ensure_future(channel.get_msg(timeout=60))
         await asyncio.sleep(0.2)  # the wait is registered and asleep on the socket's FD
         session.send(sender, "probe", {"n": 1})
-        time.sleep(0.2)  # noqa: ASYNC251 - on purpose: the message arrives while the event loop does not run
-        assert receiver._shadow_sock.get(zmq.EVENTS) & zmq.POLLIN  # the edge is spent here
+        deadline = time.monotonic() + 10
+        # the message arrives while the event loop does not run, and the edge is spent here
+        while not receiver._shadow_sock.get(zmq.EVENTS) & zmq.POLLIN:
+            assert time.monotonic() < deadline, "the probe never arrived"
+            time.sleep(0.01)  # noqa: ASYNC251 - on purpose: the event loop must not run
         return await asyncio.wait_for(task, wait)
     finally:
         sender.close(linger=0)

@@ -18,7 +18,7 @@ Both are sound for the network *as it runs in float32*: after every affine step 
 widen by the worst-case float32 summation error (Higham's gamma_n), and static quantizers are
 evaluated by the network's own float32 code on the rounded-outward bounds. Where the network's
 float32 arithmetic could overflow on a box (to inf, and from there to nan), that box's bounds are
-(-inf, inf) (:func:`_may_overflow`).
+(-inf, inf) (:mod:`qfail.verify.overflow`).
 
 Shape legend: ``N`` boxes, ``d`` input features, ``K`` outputs, ``S`` spec rows.
 """
@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 from qfail.checks import check_choice
-from qfail.verify.program import UNIT_ROUNDOFF_32, ActQuant, Affine, Program, ReLU, Step, gamma32
+from qfail.verify.overflow import may_overflow, unbounded_where
+from qfail.verify.program import UNIT_ROUNDOFF_32, Affine, Program, ReLU, Step, gamma32
 
 __all__ = ["BOUND_METHODS", "bounds", "margin_spec", "certified_actions"]
 
 BOUND_METHODS = ("ibp", "crown")
-FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def _down32(x: torch.Tensor) -> torch.Tensor:
@@ -106,54 +106,6 @@ def _ibp_affine_float32(step: Affine, lo: torch.Tensor, hi: torch.Tensor) -> tup
     centre = centre32.double().add_(step.bias)
     radius = spread32.double().mul_(factor).add_(2.0 ** -140 * (w_abs_sums + n) + (gamma_s + 2.0 ** -52) * step.bias.abs())
     return centre - radius, centre.add_(radius)
-
-
-def _may_overflow(steps: list[Step], io: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """(N,) the boxes on which the network's float32 arithmetic may overflow, given the bounds
-    ``io[k]`` of every step's input; none for bounds in exact arithmetic.
-
-    A float32 sum of products, and each of its partial sums, stays within (1 + gamma_n) times the
-    sum of the magnitudes, which over a box is at most max|x| sum_j |W_ij| + |b_i|; a dynamic
-    quantizer's scale needs the range of its input below float32's maximum."""
-    flag = torch.zeros(io[0][0].shape[0], dtype=torch.bool)
-    if not all(s.float32 for s in steps if isinstance(s, Affine)) or not len(flag):
-        return flag
-    if _below_float32_max(steps, max(float(io[0][1].max()), -float(io[0][0].min()))):
-        return flag  # the usual case, decided for the whole batch at once
-    for step, (lo, hi) in zip(steps, io):
-        if isinstance(step, Affine):
-            top = torch.maximum(hi.amax(1), -lo.amin(1))  # max |x| over the box (lo <= hi)
-            worst = torch.outer(top, step.weight_float32()[2]).add_(step.bias.abs())
-            flag |= ~(worst * ((1 + step.rounding_gamma()) * (1 + 1e-6)) < FLOAT32_MAX).all(1)  # nan: flagged
-        elif isinstance(step, ActQuant) and step.mode == "dynamic":
-            flag |= ~(hi.amax(1) - lo.amin(1) < FLOAT32_MAX / 2)
-    return flag
-
-
-def _below_float32_max(steps: list[Step], top: float) -> bool:
-    """Whether every value the float32 network computes stays below float32's maximum in
-    magnitude when its inputs do not exceed ``top``: one bound for all boxes, step by step."""
-    for step in steps:
-        if isinstance(step, Affine):
-            rows = float(step.weight_float32()[2].max())
-            top = (top * rows + float(step.bias.abs().max())) * (1 + step.rounding_gamma()) * (1 + 1e-6)
-        elif isinstance(step, ActQuant) and step.mode == "dynamic":
-            if not 2 * top < FLOAT32_MAX / 2:  # the input's range (at most 2 top), computed in float32
-                return False
-            top *= 2  # a level is within half a step (at most top / levels) of its input
-        elif isinstance(step, ActQuant):
-            top += step.step / 2  # a level is within half a step of its input, or is the range's end
-        if not top < FLOAT32_MAX:
-            return False
-    return True
-
-
-def _unbounded_where(flag: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The bounds with the flagged boxes' rows replaced by (-inf, inf)."""
-    if not bool(flag.any()):
-        return lo, hi
-    rows = flag.unsqueeze(1)
-    return lo.masked_fill(rows, -math.inf), hi.masked_fill(rows, math.inf)
 
 
 def _relaxation(step: Step, lo: torch.Tensor, hi: torch.Tensor):
@@ -289,7 +241,7 @@ def bounds(program: Program, lo: torch.Tensor, hi: torch.Tensor, method: str = "
     out_lo, out_hi = io[-1]
     if spec is not None:
         out_lo, out_hi = _spec_interval(spec.double(), out_lo, out_hi)
-    return _unbounded_where(_may_overflow(program.steps, io), out_lo, out_hi)
+    return unbounded_where(may_overflow(program.steps, io), out_lo, out_hi)
 
 
 def _spec_interval(spec, lo, hi):
@@ -449,7 +401,7 @@ def _crown(program: Program, lo: torch.Tensor, hi: torch.Tensor, spec: torch.Ten
         spec = spec.double()
         ibp_lo, ibp_hi = _spec_interval(spec, out_lo, out_hi)
     c_lo, c_hi = _back_substitute(steps, io[:-1], spec, lo, hi)
-    return _unbounded_where(_may_overflow(steps, io), torch.maximum(ibp_lo, c_lo), torch.minimum(ibp_hi, c_hi))
+    return unbounded_where(may_overflow(steps, io), torch.maximum(ibp_lo, c_lo), torch.minimum(ibp_hi, c_hi))
 
 
 def margin_spec(actions: torch.Tensor, classes: int) -> torch.Tensor:

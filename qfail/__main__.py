@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from qfail.site.runner import CELL_SECONDS
+
 
 def _seconds(text: str) -> int:
     """A cell time limit: a whole number of seconds, at least 1."""
@@ -29,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("chapter")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     run.add_argument("-o", "--output", default="runs", help="folder for the executed notebook and figures")
-    run.add_argument("--timeout", type=_seconds, default=1800, help="seconds a cell may run (default 1800)")
+    run.add_argument("--timeout", type=_seconds, default=CELL_SECONDS,
+                     help=f"seconds a cell may run (default {CELL_SECONDS})")
     grid = sub.add_parser("sweep", help="run a chapter over a grid of parameters on Ray (pip install qfail[scale])")
     grid.add_argument("chapter")
     grid.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUES"),
@@ -37,8 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("-o", "--output", default="sweeps", help="folder of the runs and the report")
     grid.add_argument("--workers", type=int, default=None, help="CPUs of the local Ray (default: all)")
     grid.add_argument("--address", default=None, help="a Ray cluster to join (default: $RAY_ADDRESS, else local)")
-    grid.add_argument("--timeout", type=_seconds, default=1800,
-                      help="seconds a cell may run before its run fails (default 1800)")
+    grid.add_argument("--timeout", type=_seconds, default=CELL_SECONDS,
+                      help=f"seconds a cell may run before its run fails (default {CELL_SECONDS})")
     sub.add_parser("list", help="list chapters and their parameters")
     book = sub.add_parser("book", help="build the book into _build/html")
     book.add_argument("--force", action="store_true", help="re-execute every chapter")

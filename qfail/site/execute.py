@@ -16,7 +16,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from qfail.site.runner import ChapterError
+from qfail.site.runner import CELL_SECONDS, ChapterError
 
 __all__ = ["toc_chapters", "execute_chapters", "cached_notebooks", "chapter_pool"]
 
@@ -76,7 +76,7 @@ def chapter_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def execute_chapters(root: Path, cache_path: Path, workers: int | None = None, timeout: int = 1800,
+def execute_chapters(root: Path, cache_path: Path, workers: int | None = None, timeout: int = CELL_SECONDS,
                      previous: dict[str, float] | None = None) -> dict[str, float]:
     """Execute every uncached chapter of ``root`` into ``cache_path``; return seconds per chapter run.
 

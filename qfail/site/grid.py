@@ -89,7 +89,7 @@ class Outcome:
 
 
 def run_point(chapter: str, parameters: dict[str, Any], notebook_dir: Path = runner.NOTEBOOK_DIR,
-              timeout: int = 1800) -> dict[str, Any]:
+              timeout: int = runner.CELL_SECONDS) -> dict[str, Any]:
     """Run one point in a temporary folder; return the executed notebook (text) and its verdict
     tables, or the one-line error (also when a cell runs longer than ``timeout`` seconds). Runs on
     a Ray worker, or here."""
@@ -123,7 +123,7 @@ def _device(parameters: dict[str, Any], declared: dict[str, runner.Parameter]) -
 
 def sweep(chapter: str, axes: dict[str, str], out: str | Path = "sweeps", workers: int | None = None,
           address: str | None = None, progress: bool = True, notebook_dir: Path = runner.NOTEBOOK_DIR,
-          timeout: int = 1800) -> list[Outcome]:
+          timeout: int = runner.CELL_SECONDS) -> list[Outcome]:
     """Run every point of the grid not already complete under ``out``; return one outcome per point.
 
     A local Ray gets ``workers`` CPUs (default: all); ``address`` (or ``$RAY_ADDRESS``) joins a

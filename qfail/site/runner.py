@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ParameterError", "Parameter", "NOTEBOOK_DIR", "CONSTANTS", "chapters", "declared_parameters",
-           "coerce_parameters", "check_constraints", "run_chapter", "ChapterError"]
+__all__ = ["ParameterError", "Parameter", "NOTEBOOK_DIR", "CELL_SECONDS", "CONSTANTS", "chapters",
+           "declared_parameters", "coerce_parameters", "check_constraints", "run_chapter", "ChapterError"]
 
 # Names a constraint may use for a set of allowed values (``in DATASETS``), read only when needed.
 CONSTANTS = {"DATASETS": ("qfail.data", "DATASETS"), "NATURAL_SHIFTS": ("qfail.data", "NATURAL_SHIFTS"),
@@ -44,6 +44,7 @@ CONSTANTS = {"DATASETS": ("qfail.data", "DATASETS"), "NATURAL_SHIFTS": ("qfail.d
              "TEACHERS": ("qfail.distill", "TEACHERS")}
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+CELL_SECONDS = 1800  # how long a cell may run before its run fails, unless a caller says otherwise
 
 
 class ParameterError(ValueError):
@@ -283,7 +284,7 @@ def _save_figures(nb, out_dir: Path, chapter: str) -> list[Path]:
 
 
 def run_chapter(chapter: str, parameters: dict[str, Any] | None = None, out_dir: str | Path = "runs",
-                notebook_dir: Path = NOTEBOOK_DIR, timeout: int = 1800, static_widgets: bool = True) -> Path:
+                notebook_dir: Path = NOTEBOOK_DIR, timeout: int = CELL_SECONDS, static_widgets: bool = True) -> Path:
     """Execute ``chapter`` with ``parameters``; write ``<out_dir>/<chapter>.ipynb`` and its figures.
 
     ``static_widgets``: precompute every widget panel, so that the saved notebook's widgets work

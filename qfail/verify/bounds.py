@@ -348,8 +348,6 @@ def _wide_second_affine(steps: list[Step], io: list[tuple[torch.Tensor, torch.Te
     return low - spread_low - allowance, up + spread_up + allowance
 
 
-
-
 def _packed_columns(mask: torch.Tensor) -> torch.Tensor:
     """Per row, the indices of its True columns first, cut to the largest count of any row (shorter
     rows are padded with False columns)."""

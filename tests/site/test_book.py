@@ -39,13 +39,13 @@ SMALL = {"primer": {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bi
                       "shifted_inputs": "100", "attacked_inputs": "100", "pgd_steps": "2", "queries": "200", "student_epochs": "1", "rounds": "1",
                       "bit_widths": "2,8"}}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CELL_SECONDS = 300  # no cell of a small run takes a minute: a kernel that stops answering fails the run
+SMALL_RUN_CELL_SECONDS = 300  # no cell of a small run takes a minute: a kernel that stops answering fails the run
 
 
 def _run_all(out: Path, static_widgets: bool = True) -> dict[str, Path]:
     """Every chapter at its small parameters, two at a time (each kernel uses one thread)."""
     with execute.chapter_pool(2) as pool:
-        futures = {name: pool.submit(runner.run_chapter, name, params, out, timeout=CELL_SECONDS,
+        futures = {name: pool.submit(runner.run_chapter, name, params, out, timeout=SMALL_RUN_CELL_SECONDS,
                                      static_widgets=static_widgets)
                    for name, params in SMALL.items()}
         return {name: future.result() for name, future in futures.items()}

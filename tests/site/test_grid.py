@@ -9,7 +9,7 @@ import pytest
 from qfail.site import grid, runner
 
 ray = pytest.importorskip("ray", reason="the sweep needs qfail[scale]; make test installs it")
-CELL_SECONDS = 300  # a primer cell at these sizes takes seconds: a kernel that stops answering fails the run
+SMALL_RUN_CELL_SECONDS = 300  # a primer cell at these sizes takes seconds: a kernel that stops answering fails the run
 
 TOY_PARAMETERS = """
 seed: int = 0  # {≥ 0} seed
@@ -66,7 +66,7 @@ def test_a_failing_run_reports_one_line_and_the_others_complete(toy, tmp_path):
 def test_a_primer_sweep_on_two_workers_combines_seeds_and_resumes(tmp_path):
     out = tmp_path / "sweeps"
     axes = {"seed": "0,1", "bits": "2", "epochs": "2", "qat_epochs": "1", "bit_widths": "2,4,8"}
-    first = grid.sweep("primer", axes, out, workers=2, progress=False, timeout=CELL_SECONDS)
+    first = grid.sweep("primer", axes, out, workers=2, progress=False, timeout=SMALL_RUN_CELL_SECONDS)
     assert [o.status for o in first] == ["done"] * 2
     table = grid.combined_table("primer", first, out)
     assert set(table.bits) == {2} and (table.runs == 2).all()  # each row: one finding over the two seeds
@@ -74,6 +74,6 @@ def test_a_primer_sweep_on_two_workers_combines_seeds_and_resumes(tmp_path):
     assert set(table.finding) >= {"INT8 storage is about 4x smaller than float32"}
     assert (out / "primer-sweep.html").read_text().count("<img") == 1
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.ipynb")}
-    again = grid.sweep("primer", axes, out, workers=2, progress=False, timeout=CELL_SECONDS)
+    again = grid.sweep("primer", axes, out, workers=2, progress=False, timeout=SMALL_RUN_CELL_SECONDS)
     assert [o.status for o in again] == ["skipped"] * 2
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.ipynb")} == stamps  # nothing re-executed

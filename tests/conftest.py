@@ -122,3 +122,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The book tests first: they take two thirds of the run, so under ``make test``'s two
     workers (``--no-loadscope-reorder`` keeps this order) they start at once, beside the rest."""
     items.sort(key=lambda item: item.get_closest_marker("book") is None)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--record-tables", action="store_true", dest="record_tables",
+                     help="record the small runs' verdict tables again (tests/site/small-run-verdicts.json)")

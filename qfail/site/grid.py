@@ -29,6 +29,7 @@ interval where there is one seed), how many seeds reproduced it, and a figure.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import itertools
@@ -37,6 +38,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ import pandas as pd
 
 from qfail.site import runner
 
-__all__ = ["grid_points", "run_key", "Outcome", "run_point", "sweep", "combined_table", "write_report"]
+__all__ = ["grid_points", "run_key", "Outcome", "run_point", "ray_session", "sweep", "combined_table", "write_report"]
 
 
 def _declared(chapter: str, notebook_dir: Path = runner.NOTEBOOK_DIR) -> dict[str, runner.Parameter]:
@@ -121,6 +123,26 @@ def _device(parameters: dict[str, Any], declared: dict[str, runner.Parameter]) -
     return str(parameters.get("device", declared["device"].default if "device" in declared else "cpu"))
 
 
+@contextlib.contextmanager
+def ray_session(workers: int | None = None, address: str | None = None) -> Iterator[None]:
+    """Use the Ray this process already joined, else join the cluster at ``address`` (or
+    ``$RAY_ADDRESS``), else start a local Ray with ``workers`` CPUs (default: all); on leaving,
+    stop only what was started here."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    local = {"num_cpus": workers or os.cpu_count(), "object_store_memory": 256 * 1024 ** 2}
+    ray.init(address=address, **({} if address else local),
+             include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def sweep(chapter: str, axes: dict[str, str], out: str | Path = "sweeps", workers: int | None = None,
           address: str | None = None, progress: bool = True, notebook_dir: Path = runner.NOTEBOOK_DIR,
           timeout: int = runner.CELL_SECONDS) -> list[Outcome]:
@@ -139,13 +161,7 @@ def sweep(chapter: str, axes: dict[str, str], out: str | Path = "sweeps", worker
     if todo:
         import ray
 
-        address = address or os.environ.get("RAY_ADDRESS")
-        started = not ray.is_initialized()
-        if started:
-            local = {"num_cpus": workers or os.cpu_count(), "object_store_memory": 256 * 1024 ** 2}
-            ray.init(address=address, **({} if address else local),
-                     include_dashboard=False, log_to_driver=False, configure_logging=False)
-        try:
+        with ray_session(workers, address):
             remote = ray.remote(run_point)
             gpus = ray.cluster_resources().get("GPU", 0)
             pending = {}
@@ -175,9 +191,6 @@ def sweep(chapter: str, axes: dict[str, str], out: str | Path = "sweeps", worker
                 if progress:
                     print(f"{o.key} {o.status}: {json.dumps(o.parameters)}" + (f": {o.error}" if o.error else ""),
                           flush=True)
-        finally:
-            if started:
-                ray.shutdown()
     write_report(chapter, [o for o in outcomes.values() if o.status != "failed"], out)
     return list(outcomes.values())
 

@@ -28,6 +28,15 @@ verdict.show(rows, "Toy", "A toy chapter", "toy")
 """
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module's sweeps (starting one takes 4 s): each sweep joins it."""
+    with grid.ray_session(workers=2):
+        assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 2
+        yield
+    assert not ray.is_initialized()  # stopped by the session that started it
+
+
 @pytest.fixture()
 def toy(toy_chapter) -> Path:
     return toy_chapter("toy", TOY_PARAMETERS, TOY_CELL)
@@ -50,10 +59,11 @@ def test_every_point_is_checked_before_anything_runs(toy):
         grid.grid_points("toy", {"seed": "0,,1"}, toy)
 
 
-def test_a_failing_run_reports_one_line_and_the_others_complete(toy, tmp_path):
+def test_a_failing_run_reports_one_line_and_the_others_complete(toy, tmp_path, local_ray):
     out = tmp_path / "sweeps"
     outcomes = grid.sweep("toy", {"seed": "0,1", "fail": "False,True"}, out, workers=2, progress=False,
                           notebook_dir=toy)
+    assert ray.is_initialized()  # the sweep joined the module's Ray and left it running
     failed = [o for o in outcomes if o.status == "failed"]
     assert [o.status for o in outcomes].count("done") == 2 and len(failed) == 2
     assert all(o.error == "chapter 'toy' failed: AssertionError: asked to fail" for o in failed)
@@ -63,7 +73,7 @@ def test_a_failing_run_reports_one_line_and_the_others_complete(toy, tmp_path):
 
 
 @pytest.mark.book
-def test_a_primer_sweep_on_two_workers_combines_seeds_and_resumes(tmp_path):
+def test_a_primer_sweep_on_two_workers_combines_seeds_and_resumes(tmp_path, local_ray):
     out = tmp_path / "sweeps"
     axes = {"seed": "0,1", "bits": "2", "epochs": "2", "qat_epochs": "1", "bit_widths": "2,4,8"}
     first = grid.sweep("primer", axes, out, workers=2, progress=False, timeout=SMALL_RUN_CELL_SECONDS)

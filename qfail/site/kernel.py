@@ -29,7 +29,7 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import DottedObjectName, Type, default
 
 __all__ = ["SLICE", "KERNEL_MANAGER", "OUTPUT_SECONDS", "CLIENT_OPTIONS", "SlicedChannel", "SlicedKernelClient",
-           "SlicedKernelManager"]
+           "SlicedKernelManager", "unix_socket_prefix"]
 
 SLICE = 1.0  # seconds: the longest a message can wait unnoticed
 KERNEL_MANAGER = "qfail.site.kernel.SlicedKernelManager"  # the name nbclient and jupyter-cache take
@@ -73,7 +73,10 @@ class SlicedKernelManager(AsyncKernelManager):
         return "ipc" if os.name == "posix" else "tcp"
 
     def _ip_default(self) -> str:
-        """For Unix sockets, a fresh absolute path prefix (a socket's path must stay under 108 bytes)."""
-        if self.transport == "ipc":
-            return os.path.join(tempfile.gettempdir(), f"qfail-kernel-{uuid.uuid4().hex[:12]}")
-        return super()._ip_default()
+        return unix_socket_prefix() if self.transport == "ipc" else super()._ip_default()
+
+
+def unix_socket_prefix() -> str:
+    """A fresh absolute path prefix for a kernel's Unix sockets (``<prefix>-1`` ...; a socket's
+    path must stay under 108 bytes, so not under pytest's or a build's deep folders)."""
+    return os.path.join(tempfile.gettempdir(), f"qfail-kernel-{uuid.uuid4().hex[:12]}")

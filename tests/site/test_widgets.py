@@ -81,11 +81,19 @@ def _run(kc, code: str) -> str:
 
 def test_a_live_kernel_computes_a_panel_when_the_browser_moves_the_slider():
     """Drive the switcher as a browser would: a comm ``update`` of the slider's ``index``."""
-    from jupyter_client.manager import start_new_kernel
+    from jupyter_client.manager import KernelManager
+
+    from qfail.site.kernel import unix_socket_prefix
 
     env = {k: v for k, v in os.environ.items() if k != STATIC_ENV}
-    km, kc = start_new_kernel(kernel_name="python3", env=env)
+    # Unix sockets, as the chapter runs use: no TCP port for the other test worker's browser to take
+    sockets = {"transport": "ipc", "ip": unix_socket_prefix()} if os.name == "posix" else {}
+    km = KernelManager(kernel_name="python3", **sockets)
+    km.start_kernel(env=env)
+    kc = km.client()
+    kc.start_channels()
     try:
+        kc.wait_for_ready(timeout=60)
         model_id = _run(kc, "from qfail.site.widgets import STATIC_ENV, static_pages, switcher\n"
                             "calls = []\n"
                             "box = switcher({'eps': [0.0, 0.1, 0.2]}, lambda eps: calls.append(eps) or f'panel {eps}')\n"

@@ -12,10 +12,10 @@ fixed strength, which here sits near the middle of the scale.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 
 from qfail.checks import check_choice, check_range
 
@@ -26,6 +26,14 @@ SEVERITIES = (0, 1, 2, 3, 4, 5)
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def _tv() -> ModuleType:
+    """torchvision's functional transforms, imported on a blur's or resize's first call: importing
+    torchvision loads torch._dynamo (1.5 s), which a chapter whose shifts use neither never needs."""
+    import torchvision.transforms.v2.functional as tv_functional
+
+    return tv_functional
 
 
 def _level(values: tuple[float, ...], severity: int) -> float:
@@ -53,7 +61,7 @@ def impulse_noise(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
 def gaussian_blur(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
     sigma = _level((0.6, 0.9, 1.2, 1.6, 2.0), severity) * x.shape[-1] / 28
     size = 2 * max(1, int(3 * sigma + 0.5)) + 1
-    return TF.gaussian_blur(x, [size, size], [sigma, sigma])
+    return _tv().gaussian_blur(x, [size, size], [sigma, sigma])
 
 
 def brightness(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
@@ -112,7 +120,7 @@ def elastic(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
     sigma = max(h, w) / 8
     size = 2 * int(2 * sigma) + 1
     field = torch.rand(n, 2, h, w, generator=_gen(seed)) * 2 - 1
-    field = TF.gaussian_blur(field, [size, size], [sigma, sigma])
+    field = _tv().gaussian_blur(field, [size, size], [sigma, sigma])
     field = field / field.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8) * alpha * 2  # [-1, 1] spans a side
     identity = F.affine_grid(torch.eye(2, 3).expand(n, 2, 3), [n, 1, h, w], align_corners=False)
     return _warp(x, identity + field.permute(0, 2, 3, 1))
@@ -121,9 +129,10 @@ def elastic(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
 def pixelate(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
     keep = _level((0.8, 0.65, 0.5, 0.4, 0.3), severity)
     h, w = x.shape[-2:]
-    small = TF.resize(x, [max(1, round(h * keep)), max(1, round(w * keep))],
-                      interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-    return TF.resize(small, [h, w], interpolation=TF.InterpolationMode.NEAREST)
+    tv = _tv()
+    small = tv.resize(x, [max(1, round(h * keep)), max(1, round(w * keep))],
+                      interpolation=tv.InterpolationMode.BILINEAR, antialias=True)
+    return tv.resize(small, [h, w], interpolation=tv.InterpolationMode.NEAREST)
 
 
 def posterize(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
@@ -149,7 +158,7 @@ def canny_edges(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
     uses Canny's detector): severity is the share of the edge map in the mix."""
     mix = _level((0.2, 0.4, 0.6, 0.8, 1.0), severity)
     sigma = 0.5 * x.shape[-1] / 28
-    smooth = TF.gaussian_blur(x, [3, 3], [max(sigma, 0.3)] * 2)
+    smooth = _tv().gaussian_blur(x, [3, 3], [max(sigma, 0.3)] * 2)
     magnitude = _sobel(smooth)
     edges = (magnitude > 0.5 * magnitude.amax(dim=(-2, -1), keepdim=True).clamp(min=1e-8)).to(x.dtype)
     return (1 - mix) * x + mix * edges
@@ -196,7 +205,8 @@ def fog(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
     strength = _level((0.15, 0.25, 0.35, 0.45, 0.6), severity)
     h, w = x.shape[-2:]
     coarse = torch.rand(len(x), 1, 4, 4, generator=_gen(seed), dtype=x.dtype)
-    haze = TF.resize(coarse, [h, w], interpolation=TF.InterpolationMode.BICUBIC, antialias=False).clamp(0, 1)
+    tv = _tv()
+    haze = tv.resize(coarse, [h, w], interpolation=tv.InterpolationMode.BICUBIC, antialias=False).clamp(0, 1)
     return x + strength * haze.expand_as(x)
 
 
@@ -205,7 +215,7 @@ def glass_blur(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
     (the frosted-glass effect of ImageNet-C)."""
     sigma, delta, rounds = _level(((0.4, 1, 1), (0.5, 1, 2), (0.6, 1, 3), (0.7, 2, 2), (0.9, 2, 3)), severity)
     sigma = sigma * x.shape[-1] / 28
-    out = TF.gaussian_blur(x, [3, 3], [max(sigma, 0.3)] * 2)
+    out = _tv().gaussian_blur(x, [3, 3], [max(sigma, 0.3)] * 2)
     gen = _gen(seed)
     n, c, h, w = out.shape
     rows = torch.arange(h).view(1, h, 1).expand(n, h, w)
@@ -242,7 +252,7 @@ def spatter(x: torch.Tensor, severity: int, seed: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     noise = torch.rand(len(x), 1, h, w, generator=_gen(seed), dtype=x.dtype)
     sigma = max(0.5, h / 16)
-    smooth = TF.gaussian_blur(noise, [2 * int(2 * sigma) + 1] * 2, [sigma, sigma])
+    smooth = _tv().gaussian_blur(noise, [2 * int(2 * sigma) + 1] * 2, [sigma, sigma])
     threshold = torch.quantile(smooth.flatten(1), 1 - cover, dim=1).view(-1, 1, 1, 1)
     return torch.maximum(x, (smooth > threshold).to(x.dtype).expand_as(x))
 

@@ -1,6 +1,7 @@
 """Sweeps over parameter grids on a local Ray (``python -m qfail sweep``)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -8,7 +9,9 @@ import pytest
 
 from qfail.site import grid, runner
 
-ray = pytest.importorskip("ray", reason="the sweep needs qfail[scale]; make test installs it")
+# Ray is imported by the fixture, not here: both test workers collect every file, and importing it takes a second
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                                reason="the sweep needs qfail[scale]; make test installs it")
 SMALL_RUN_CELL_SECONDS = 300  # a primer cell at these sizes takes seconds: a kernel that stops answering fails the run
 
 TOY_PARAMETERS = """
@@ -31,9 +34,11 @@ verdict.show(rows, "Toy", "A toy chapter", "toy")
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray for the module's sweeps (starting one takes 4 s): each sweep joins it."""
+    import ray
+
     with grid.ray_session(workers=2):
         assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 2
-        yield
+        yield ray
     assert not ray.is_initialized()  # stopped by the session that started it
 
 
@@ -63,7 +68,7 @@ def test_a_failing_run_reports_one_line_and_the_others_complete(toy, tmp_path, l
     out = tmp_path / "sweeps"
     outcomes = grid.sweep("toy", {"seed": "0,1", "fail": "False,True"}, out, workers=2, progress=False,
                           notebook_dir=toy)
-    assert ray.is_initialized()  # the sweep joined the module's Ray and left it running
+    assert local_ray.is_initialized()  # the sweep joined the module's Ray and left it running
     failed = [o for o in outcomes if o.status == "failed"]
     assert [o.status for o in outcomes].count("done") == 2 and len(failed) == 2
     assert all(o.error == "chapter 'toy' failed: AssertionError: asked to fail" for o in failed)

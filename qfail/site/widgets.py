@@ -11,7 +11,9 @@ so on; every inner Stack is linked to its control. In a live kernel (Jupyter, Bi
 same call renders only the initial panel and computes the others on demand, when a control moves.
 Which of the two happens follows ``$QFAIL_STATIC_WIDGETS``: the book's build and
 ``python -m qfail run`` set it (:func:`static_pages`) for the kernels they start, because their
-notebooks are saved and read later with no kernel behind them.
+notebooks are saved and read later with no kernel behind them. Either way every panel is drawn
+from the random generators as they stood before the widget, and leaves them so: a panel shows the
+same thing in the book and live, and the cells after it compute the same numbers.
 """
 from __future__ import annotations
 
@@ -67,12 +69,35 @@ def skip_hidden_axes(fig) -> None:
             ax.yaxis.set_visible(False)
 
 
+@contextlib.contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """Python's, numpy's and torch's global generators as they were before, inside and after.
+
+    A panel then draws the same numbers whichever panels were drawn before it (the book draws all,
+    a live reader in the order of their clicks), and the cells after a widget draw the same numbers
+    however many panels it drew (all in the book, one in a live kernel).
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
 def _render_into(out, render: Callable[..., Any], kwargs: Mapping[str, Any]) -> None:
     import matplotlib.pyplot as plt
     from IPython.display import display
     from matplotlib.figure import Figure
 
-    with out:
+    with out, _random_state_kept():
         result = render(**kwargs)
         figures = [plt.figure(num) for num in plt.get_fignums()]
         if isinstance(result, Figure):

@@ -43,6 +43,31 @@ def test_lazy_mode_renders_on_demand():
     assert calls == [0.0, 0.2]
 
 
+def test_a_panel_draws_the_same_numbers_in_any_order_and_leaves_the_generators_as_they_were():
+    """All panels (the book) or one at a time in the reader's order (a live kernel): each panel
+    draws the same random numbers, and the cells after the widget draw what they would without it."""
+    import random
+
+    import torch
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    def panel(shift):
+        drawn[shift] = draws()
+
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    expected = draws()
+    for precompute, order in ((True, []), (False, [2, 1])):
+        drawn = {}
+        torch.manual_seed(0), np.random.seed(0), random.seed(0)
+        box = switcher({"shift": [0, 1, 2]}, panel, precompute=precompute)
+        for index in order:  # a reader's clicks
+            box.children[0].children[0].index = index
+        assert drawn == {0: expected, 1: expected, 2: expected}
+        assert draws() == expected  # the next cell's draws
+
+
 def test_precompute_follows_the_static_pages_setting(monkeypatch):
     calls = []
     monkeypatch.delenv(STATIC_ENV, raising=False)

@@ -29,14 +29,36 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import DottedObjectName, Type, default
 
 __all__ = ["SLICE", "KERNEL_MANAGER", "OUTPUT_SECONDS", "CLIENT_OPTIONS", "SlicedChannel", "SlicedKernelClient",
-           "SlicedKernelManager", "unix_socket_prefix"]
+           "SlicedKernelManager", "join_adjacent_streams", "unix_socket_prefix"]
 
 SLICE = 1.0  # seconds: the longest a message can wait unnoticed
 KERNEL_MANAGER = "qfail.site.kernel.SlicedKernelManager"  # the name nbclient and jupyter-cache take
 OUTPUT_SECONDS = 30  # how long a cell's outputs may trail its reply before the run fails
+
+
+def join_adjacent_streams(cell: dict[str, Any], **_: Any) -> None:
+    """Join each run of a cell's consecutive outputs on the same stream into one output.
+
+    The kernel sends what a cell prints in pieces, cut wherever its flush timer fires, so one
+    ``print`` could come out as one block on one build and two on the next (Hu's "lowest shifted
+    rate" line did). Joined, the page is the same on every build; nothing moves past a table or
+    figure (nbclient's own ``coalesce_streams`` gathers a stream's every piece into its first).
+    """
+    joined: list[Any] = []
+    for output in cell.get("outputs", []):
+        previous = joined[-1] if joined else None
+        if (output.get("output_type") == "stream" and previous is not None
+                and previous.get("output_type") == "stream" and previous.get("name") == output.get("name")):
+            previous["text"] += output["text"]
+        else:
+            joined.append(output)
+    if "outputs" in cell:
+        cell["outputs"] = joined
+
+
 # what every chapter run passes to nbclient (through papermill or jupyter-cache)
 CLIENT_OPTIONS = {"kernel_manager_class": KERNEL_MANAGER, "iopub_timeout": OUTPUT_SECONDS,
-                  "raise_on_iopub_timeout": True}
+                  "raise_on_iopub_timeout": True, "on_cell_executed": join_adjacent_streams}
 
 
 class SlicedChannel(AsyncZMQSocketChannel):

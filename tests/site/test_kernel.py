@@ -72,3 +72,30 @@ def test_chapter_runs_use_the_sliced_client_over_unix_sockets(tmp_path, toy_chap
     if os.name == "posix":  # no TCP port to race for; the socket files are gone afterwards
         assert len(prefixes) == 1 and os.path.isabs(prefixes[0]) and len(prefixes[0]) + 3 < 108
         assert not glob.glob(prefixes[0] + "-*")
+
+
+PIECES = """
+import sys
+from IPython.display import display
+
+for word in ("one", "two", "three"):
+    print(word, end=" ")
+    sys.stdout.flush()  # each piece its own message, as the kernel's flush timer may cut them
+print()
+display("a table")
+print("after", end=" ")
+sys.stdout.flush()
+print("it")
+"""
+
+
+def test_what_a_cell_prints_between_displays_is_one_output(tmp_path, toy_chapter):
+    """However the kernel cut the prints into messages, the saved cell holds one stream output per
+    run of prints, in place: a page reads the same on every build."""
+    import nbformat
+
+    nbs = toy_chapter("pieces", "seed: int = 0  # {≥ 0} seed", PIECES)
+    path = runner.run_chapter("pieces", {}, tmp_path / "out", notebook_dir=nbs, static_widgets=False)
+    outputs = nbformat.read(path, as_version=4).cells[-1].outputs
+    assert [(o.output_type, o.get("text")) for o in outputs] == [
+        ("stream", "one two three \n"), ("display_data", None), ("stream", "after it\n")]

@@ -10,7 +10,8 @@ a 15 s primer run took 216 s with a 200 s limit; a test run on CI took 30 minute
 slices of at most :data:`SLICE` seconds bounds the stall to one slice: every new wait looks at
 the socket before it sleeps. nbclient also stops waiting for a cell's outputs 4 s after its reply
 and drops the rest with a warning; :data:`CLIENT_OPTIONS` waits :data:`OUTPUT_SECONDS` and then
-fails the run.
+fails the run. It also joins a cell's consecutive prints into one output
+(:func:`join_adjacent_streams`), however the kernel cut them into messages.
 
     papermill.execute_notebook(..., **CLIENT_OPTIONS)
 """

@@ -94,16 +94,16 @@ def build_book(root: Path = ROOT, force: bool = False, strict: bool = True, solu
     (:func:`qfail.site.execute.execute_chapters`); jupyter-book then renders from the cache.
 
     Without ``solutions`` the book goes to ``_build/student/html`` with every exercise's solution
-    left out (sphinx-exercise's ``hide_solutions``), for students. ``force`` drops the execution cache first (jupyter-cache keys only on code cells, so a change
-    inside qfail alone would not re-execute a chapter) and rebuilds every page (Sphinx would
-    otherwise skip the chapters whose source did not change). Warnings are errors when ``strict``.
+    left out (sphinx-exercise's ``hide_solutions``), for students. ``force`` re-executes every
+    chapter; so does a change to qfail's code or the pins since the last build
+    (:func:`~qfail.site.execute.drop_stale_cache`). Either way every page is rendered again (Sphinx
+    would otherwise skip the chapters whose source did not change). Warnings are errors when ``strict``.
     """
-    from qfail.site.execute import cached_notebooks, execute_chapters
+    from qfail.site.execute import cached_notebooks, drop_stale_cache, execute_chapters
     from qfail.site.scorecard import write_scorecard
     from qfail.site.widgets import static_pages
 
-    if force:
-        shutil.rmtree(root / "_build" / ".jupyter_cache", ignore_errors=True)
+    force = drop_stale_cache(root, root / "_build" / ".jupyter_cache", force) or force
     start = time.perf_counter()
     report = root / "_build" / "build-report.json"
     previous = json.loads(report.read_text()).get("chapters", {}) if report.exists() else {}

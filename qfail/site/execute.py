@@ -7,18 +7,48 @@ code is not cached yet in ``workers`` processes, longest first (by the last buil
 stores each executed notebook in the same jupyter-cache that MyST-NB then reads: the build that
 follows finds every chapter cached and only renders. A chapter that fails stops the build with
 its one-line error, as MyST-NB's own execution would.
+
+jupyter-cache keys a chapter by its cells alone, so a change inside ``qfail`` (or to the pinned
+versions) would leave every chapter's old outputs in place: :func:`drop_stale_cache` empties the
+cache when either changed since it was filled. The chapters then run again; the trained models
+come from qfail's own cache, which is keyed by the code that trains them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from qfail.site.runner import CELL_SECONDS, ChapterError
 
-__all__ = ["toc_chapters", "execute_chapters", "cached_notebooks", "chapter_pool"]
+__all__ = ["toc_chapters", "execute_chapters", "cached_notebooks", "chapter_pool", "source_digest", "drop_stale_cache"]
+
+
+def source_digest(root: Path) -> str:
+    """What a chapter's outputs depend on besides its own cells: qfail's modules and the pins."""
+    digest = hashlib.sha256()
+    for path in sorted((root / "qfail").rglob("*.py")) + [root / "constraints.txt"]:
+        if path.is_file():
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def drop_stale_cache(root: Path, cache_path: Path, force: bool = False) -> bool:
+    """Empty the execution cache at ``cache_path`` when ``force``, or when :func:`source_digest`
+    differs from the one recorded when it was filled (or none was); return whether it was emptied,
+    so that Sphinx renders every page again. The digest is recorded beside the cache."""
+    stamp = cache_path.with_name(cache_path.name + ".source")
+    current = source_digest(root)
+    dropped = cache_path.exists() and (force or not stamp.exists() or stamp.read_text() != current)
+    if dropped:
+        shutil.rmtree(cache_path)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(current)  # what fills the cache from here on runs this code
+    return dropped
 
 
 def toc_chapters(root: Path) -> list[Path]:

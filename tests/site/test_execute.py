@@ -22,3 +22,33 @@ def test_a_failing_chapter_stops_with_one_line(tmp_path, toy_chapter):
         'raise ValueError(f"seed={seed} broke the chapter")', "print(seed)"))
     assert list(execute.execute_chapters(tmp_path, tmp_path / "cache", workers=1)) == ["broken"]
     assert execute.execute_chapters(tmp_path, tmp_path / "cache", workers=1) == {}
+
+
+def test_a_change_to_qfail_or_the_pins_empties_the_execution_cache(tmp_path):
+    """jupyter-cache keys a chapter by its cells alone; a build after a change to qfail's code or
+    the pinned versions must not render the old outputs."""
+    (tmp_path / "qfail" / "site").mkdir(parents=True)
+    module, pins = tmp_path / "qfail" / "site" / "a.py", tmp_path / "constraints.txt"
+    module.write_text("x = 1\n")
+    pins.write_text("torch==2.15.0\n")
+    cache = tmp_path / "_build" / ".jupyter_cache"
+
+    def fill() -> None:
+        cache.mkdir(exist_ok=True)
+        (cache / "global.db").write_text("executed chapters")
+
+    assert not execute.drop_stale_cache(tmp_path, cache)  # a fresh clone: nothing to drop
+    fill()
+    assert not execute.drop_stale_cache(tmp_path, cache) and (cache / "global.db").exists()  # nothing changed
+    module.write_text("x = 2\n")
+    assert execute.drop_stale_cache(tmp_path, cache) and not cache.exists()
+    fill()
+    (tmp_path / "qfail" / "site" / "a.cpython-311.pyc").write_bytes(b"bytecode")  # not source
+    assert not execute.drop_stale_cache(tmp_path, cache)
+    pins.write_text("torch==2.16.0\n")
+    assert execute.drop_stale_cache(tmp_path, cache)
+    fill()
+    assert execute.drop_stale_cache(tmp_path, cache, force=True)
+    fill()
+    cache.with_name(".jupyter_cache.source").unlink()  # filled before digests were recorded
+    assert execute.drop_stale_cache(tmp_path, cache)

@@ -42,7 +42,7 @@ $(SCALE): $(STAMP)
 # take a port that a kernel starting on the other was given (qfail.site.kernel)
 test: $(STAMP) $(SCALE)
 	bash scripts/setup_data.sh
-	bash tests/setup_browser.sh
+	bash tests/setup_system.sh
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)

@@ -19,10 +19,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from qfail.isa import pin_avx2
+from qfail.isa import pin_kernels
 
-# before numpy or torch load: every x86 machine runs their AVX2 kernels and so prints the same tables
-pin_avx2()
+# before numpy or torch load: every x86 machine runs the same kernels and so prints the same tables
+pin_kernels()
 
 __version__ = "0.1.0"
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from qfail.isa import AVX2_KERNELS
+from qfail.isa import KERNEL_PINS
 
 __all__ = ["arithmetic", "cache_dir", "cache_key", "cached", "cached_entry", "code_closure", "code_fingerprint", "CacheCorrupt"]
 
@@ -122,7 +122,7 @@ def arithmetic() -> dict[str, Any]:
     """What else a float result depends on: torch's threads, oneDNN on or off, and the kernels
     each library was asked for (:mod:`qfail.isa`; a reader's own choice keys its own entries)."""
     return {"threads": torch.get_num_threads(), "onednn": torch.backends.mkldnn.enabled,
-            "kernels": {name: os.environ.get(name) for name in AVX2_KERNELS}}
+            "kernels": {name: os.environ.get(name) for name in KERNEL_PINS}}
 
 
 def cache_key(kind: str, config: Mapping[str, Any], code: str | Sequence[str]) -> str:

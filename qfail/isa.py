@@ -6,10 +6,17 @@ Training turns those last bits into other models. On an AVX-512 machine, the unp
 printed other numbers in every chapter: Hu's static-INT8 disagreements on clean digits were
 0.0 per 1k instead of 2.8, and Frank & Ardis's layer-wise gap was 12.2 points instead of 7.6.
 
-Every x86 CPU the book is built on has AVX2, so :func:`pin_avx2` asks all four libraries for
-their AVX2 kernels. With the pins, that AVX-512 machine printed the AVX2 machine's numbers
-(all twenty that its last build report recorded, across every chapter). The INT8 models need no
-pin: they are exact on both (:mod:`qfail.quant.int8`).
+Every x86 CPU the book is built on has AVX2, so :func:`pin_kernels` asks ATen, oneDNN and
+OpenBLAS for their AVX2 kernels. MKL also chooses by vendor: with its AVX2 branch, an Intel CPU
+(emulated by QEMU, ``tests/test_machine.py``) computed other matrix products and exponentials
+than an AMD one. Its ``COMPATIBLE`` branch computes the same bits on both, at about 2.5 times
+the time per matrix product, which the book's convolutional networks hardly notice. The INT8
+models need no pin: they are exact on every x86 CPU (:mod:`qfail.quant.int8`).
+
+One kind of operation stays machine-dependent under every pin: MKL's vector square root (and
+arctangent) start from the CPU's approximate reciprocal square root, whose bits differ between
+processors. So qfail takes no tensor square root on a path to a printed number: Adam runs fused
+(:func:`qfail.train.adam`), and norms use ``torch.linalg.vector_norm``, whose square root is exact.
 
 The libraries read these variables when they load (OpenBLAS, with numpy) or first run (ATen,
 oneDNN, MKL). So ``import qfail`` sets them before anything else loads, and every chapter
@@ -22,12 +29,12 @@ import platform
 from collections.abc import MutableMapping
 from pathlib import Path
 
-__all__ = ["AVX2_KERNELS", "cpu_flags", "has_avx2", "pin_avx2"]
+__all__ = ["KERNEL_PINS", "cpu_flags", "has_avx2", "pin_kernels"]
 
-AVX2_KERNELS = {
+KERNEL_PINS = {
     "ATEN_CPU_CAPABILITY": "avx2",   # torch's own vectorised operators
     "ONEDNN_MAX_CPU_ISA": "AVX2",    # convolutions (torch.backends.mkldnn)
-    "MKL_CBWR": "AVX2",              # MKL's matrix products: its reproducible AVX2 branch
+    "MKL_CBWR": "COMPATIBLE",        # MKL's matrix products: the branch that is the same on Intel and AMD
     "OPENBLAS_CORETYPE": "Haswell",  # numpy's, scipy's and so scikit-learn's BLAS
 }
 
@@ -49,11 +56,11 @@ def has_avx2() -> bool:
     return platform.machine() in ("x86_64", "AMD64") and flags is not None and "avx2" in flags
 
 
-def pin_avx2(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
-    """Set :data:`AVX2_KERNELS` in ``environ`` where :func:`has_avx2` (elsewhere: nothing, an
+def pin_kernels(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
+    """Set :data:`KERNEL_PINS` in ``environ`` where :func:`has_avx2` (elsewhere: nothing, an
     older CPU cannot run those kernels); return the variables set now."""
     if not has_avx2():
         return {}
-    unset = {name: value for name, value in AVX2_KERNELS.items() if name not in environ}
+    unset = {name: value for name, value in KERNEL_PINS.items() if name not in environ}
     environ.update(unset)
     return unset

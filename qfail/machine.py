@@ -14,7 +14,7 @@ can depend on the thread count. One thread gives every reader the same arithmeti
 Convolutions keep PyTorch's oneDNN kernels (``torch.backends.mkldnn``), which train the ResNets
 1.3-2.4x faster than the native ones here. oneDNN, like ATen, MKL and OpenBLAS, picks its kernels
 by instruction set, and the last bits it leaves grow into other models in training: ``import
-qfail`` pins all four to AVX2 (:mod:`qfail.isa`), and :func:`facts` shows what they run. One
+qfail`` pins all four (:mod:`qfail.isa`), and :func:`facts` shows what they run. One
 caveat, measured on this project's AVX2 machine: torch 2.15's oneDNN convolution backward
 corrupted the heap for ResNet stages of 4 or 6 channels, which is why :mod:`qfail.models` rounds
 channel counts up to multiples of 8. ``QFAIL_ONEDNN=0`` switches to the native convolutions.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -23,7 +23,7 @@ from qfail.checks import check_bits, check_choice, check_range
 from qfail.data import DataSplits, Split, minibatches
 from qfail.quant import qat_config, quantize_model
 
-__all__ = ["TrainConfig", "TRAINING_METHODS", "seed_everything", "resolve_device", "fit", "predict_logits",
+__all__ = ["TrainConfig", "TRAINING_METHODS", "adam", "seed_everything", "resolve_device", "fit", "predict_logits",
            "accuracy", "train_cached"]
 
 TRAINING_METHODS = ("standard", "mixup", "adversarial", "qat")
@@ -173,6 +173,13 @@ def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tens
 LossFn = Callable[[nn.Module, Split], torch.Tensor]  # (model, mini-batch) -> loss
 
 
+def adam(params: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam, fused: its update then takes the exact square root of its vectorised operators. The
+    default (foreach) update takes MKL's vector square root, whose last bits differ between CPUs
+    (:mod:`qfail.isa`), and training grows them into other models."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+
+
 def fit(model: nn.Module, train: Split, config: TrainConfig, device: str | torch.device = "cpu",
         loss_fn: LossFn | None = None, progress: bool | None = None,
         after_epoch: Callable[[nn.Module, list[float]], None] | None = None) -> list[float]:
@@ -190,7 +197,7 @@ def fit(model: nn.Module, train: Split, config: TrainConfig, device: str | torch
     if config.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     else:
-        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        opt = adam(params, lr=config.lr, weight_decay=config.weight_decay)
     steps = max(config.epochs * -(-len(train) // config.batch_size), 1)
     schedule = {"cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps),
                 "step": lambda: torch.optim.lr_scheduler.MultiStepLR(opt, [steps // 2, 3 * steps // 4], 0.1),

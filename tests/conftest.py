@@ -1,6 +1,9 @@
 """Shared fixtures: a private cache folder, small trained models on the digits, toy chapters."""
 from __future__ import annotations  # noqa: I001 - qfail is imported first, on purpose (qfail.isa)
 
+import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,3 +130,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--record-tables", action="store_true", dest="record_tables",
                      help="record the small runs' verdict tables again (tests/site/small-run-verdicts.json)")
+    parser.addoption("--emulate-cpu", dest="emulate_cpu", default=None, metavar="MODEL",
+                     help="run the small runs' chapter kernels on a CPU that QEMU emulates (qemu-x86_64 -cpu MODEL, "
+                          "for example Haswell-v4 or EPYC-Rome)")
+
+
+@pytest.fixture(scope="session")
+def qemu() -> str:
+    """QEMU's x86-64 user-mode emulator, 10 or newer (tests/setup_system.sh installs it), which runs
+    this machine's Python on another x86 CPU: another vendor, no AVX-512. QEMU 7.2 miscomputes
+    AVX2 gathers (NaN in grid_sample)."""
+    path = shutil.which("qemu-x86_64")
+    if path is None:
+        pytest.skip("qemu-x86_64 is missing (Debian's qemu-user; tests/setup_system.sh installs it)")
+    version = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout
+    major = re.search(r"version (\d+)\.", version)
+    if major is None or int(major.group(1)) < 10:
+        pytest.skip(f"{path} is not QEMU 10 or newer ({version.splitlines()[0] if version else '?'}); "
+                    "tests/setup_system.sh installs it")
+    return path

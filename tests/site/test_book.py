@@ -44,18 +44,40 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SMALL_RUN_CELL_SECONDS = 300  # no cell of a small run takes a minute: a kernel that stops answering fails the run
 
 
-def _run_all(out: Path, static_widgets: bool = True) -> dict[str, Path]:
+EMULATION_SLOWDOWN = 20  # QEMU ran the chapters' cells 5-15 times slower than this CPU
+
+
+def _run_all(out: Path, static_widgets: bool = True, timeout: int = SMALL_RUN_CELL_SECONDS) -> dict[str, Path]:
     """Every chapter at its small parameters, two at a time (each kernel uses one thread)."""
     with execute.chapter_pool(2) as pool:
-        futures = {name: pool.submit(runner.run_chapter, name, params, out, timeout=SMALL_RUN_CELL_SECONDS,
+        futures = {name: pool.submit(runner.run_chapter, name, params, out, timeout=timeout,
                                      static_widgets=static_widgets)
                    for name, params in SMALL.items()}
         return {name: future.result() for name, future in futures.items()}
 
 
+@contextlib.contextmanager
+def _emulated_kernels(qemu: str, cpu: str, folder: Path):
+    """Chapter kernels started by ``qemu -cpu cpu`` (a kernel spec named python3 found first)."""
+    spec = folder / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    argv = [qemu, "-cpu", cpu, sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": f"Python 3 ({cpu})", "language": "python"}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", str(folder))
+        yield
+
+
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory) -> dict[str, Path]:
-    return _run_all(tmp_path_factory.mktemp("runs"))
+def executed(tmp_path_factory, request) -> dict[str, Path]:
+    """The small runs; with ``--emulate-cpu MODEL``, on that CPU and without widget panels (for
+    ``-k recorded_verdict_tables``: the tables hold on another CPU)."""
+    cpu = request.config.getoption("emulate_cpu")
+    if cpu is None:
+        return _run_all(tmp_path_factory.mktemp("runs"))
+    with _emulated_kernels(request.getfixturevalue("qemu"), cpu, tmp_path_factory.mktemp("kernels")):
+        return _run_all(tmp_path_factory.mktemp("runs"), static_widgets=False,
+                        timeout=SMALL_RUN_CELL_SECONDS * EMULATION_SLOWDOWN)
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +195,7 @@ _VISIBLE_IMAGES = """() => Array.from(document.querySelectorAll('.jupyter-widget
     .filter(img => img.offsetParent !== null).map(img => img.src.slice(-200))"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_system.sh)")
 def test_widgets_respond_in_browser_without_network(server, browser):
     requests: list[str] = []
     page = browser.new_page()
@@ -249,7 +271,7 @@ def _widget_page(server: str, browser, path: str):
         page.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_system.sh)")
 def test_scorecard_lists_every_chapters_findings_in_browser(server, browser, executed):
     """The scorecard page shows one row per verdict row of the chapters, each linking to its chapter."""
     import json
@@ -273,7 +295,7 @@ def test_scorecard_lists_every_chapters_findings_in_browser(server, browser, exe
     page.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_system.sh)")
 def test_every_chapter_has_objectives_and_exercises_whose_solutions_open(server, browser):
     """Each chapter page: a learning-objectives box, at least four exercises, and a solution that is
     folded until its title is clicked. The glossary and teaching pages are in the book."""
@@ -294,7 +316,7 @@ def test_every_chapter_has_objectives_and_exercises_whose_solutions_open(server,
     page.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_system.sh)")
 def test_two_nested_controls_respond_in_browser(server, browser):
     """The Moon chapter's bits x eps switcher: each slider swaps what is visible."""
     with _widget_page(server, browser, "notebooks/moon.html") as page:
@@ -327,7 +349,7 @@ def _arrow_right(page, handle):
     return lambda: (handle.focus(), page.keyboard.press("ArrowRight"))
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_system.sh)")
 @pytest.mark.parametrize("chapter, button, slider, readout", [
     ("hu", "rotate", 0, "5"),  # shift x severity: severity 1 -> 5
     ("li", "weights", 1, "2"),  # bits x part x level: level 1 -> 2
@@ -342,7 +364,7 @@ def test_buttons_and_sliders_respond_in_browser(server, browser, chapter, button
         assert page.locator(".widget-slider .widget-readout").nth(slider).inner_text().strip() == readout
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_browser.sh)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (tests/setup_system.sh)")
 def test_pair_layer_and_corruption_buttons_respond_in_browser(server, browser):
     """The Frank & Ardis analyses switcher: three rows of buttons, each swaps the panel."""
     with _widget_page(server, browser, "notebooks/frank_analyses.html") as page:

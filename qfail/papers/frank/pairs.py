@@ -41,7 +41,7 @@ from qfail.papers.frank.bit_policy import (
     static_policies,
 )
 from qfail.quant import QuantConfig, QuantizedModel, quantize_model
-from qfail.train import Trained, resolve_device, seed_everything
+from qfail.train import Trained, adam, resolve_device, seed_everything
 
 __all__ = ["KINDS", "POLICY_INPUTS", "PairConfig", "Pair", "dynamic_network", "early_features", "make_policy",
            "train_pair", "train_pair_cached", "run_policy",
@@ -192,8 +192,8 @@ def train_pair(student: nn.Module, transfer: Split, config: PairConfig,
     start = time.perf_counter()
     net = dynamic_network(student, config.weight_bits).to(device)
     policy = make_policy(net, transfer.x.shape[1:], config).to(device)
-    net_opt = torch.optim.Adam(net.parameters(), lr=config.net_lr)
-    pol_opt = torch.optim.Adam(policy.parameters(), lr=config.policy_lr)
+    net_opt = adam(net.parameters(), lr=config.net_lr)
+    pol_opt = adam(policy.parameters(), lr=config.policy_lr)
     rows, baseline = [], None
     for r in range(config.rounds):
         kd_fp, kd_q = _network_epoch(net, policy, transfer, config, net_opt, gen, device)

@@ -27,7 +27,7 @@ from qfail.checks import check_choice, check_range
 from qfail.data import Split
 from qfail.distill import kd_loss
 from qfail.quant.model import QuantConfig, QuantizedModel, qat_config, quantize_model
-from qfail.train import TrainConfig, Trained, fit, seed_everything
+from qfail.train import TrainConfig, Trained, adam, fit, seed_everything
 
 if TYPE_CHECKING:  # pandas is imported where a table is built
     import pandas as pd
@@ -157,7 +157,7 @@ def reinforce(net: nn.Module, config: RLConfig, progress: Callable[[int, float],
     tracking of a static quantizer, if on, then sees the update's states at once).
     """
     gen = seed_everything(config.seed)
-    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=config.lr)
+    opt = adam([p for p in net.parameters() if p.requires_grad], lr=config.lr)
     history: list[float] = []
     net.train()
     for it in range(config.iterations):

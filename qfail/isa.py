@@ -6,12 +6,13 @@ Training turns those last bits into other models. On an AVX-512 machine, the unp
 printed other numbers in every chapter: Hu's static-INT8 disagreements on clean digits were
 0.0 per 1k instead of 2.8, and Frank & Ardis's layer-wise gap was 12.2 points instead of 7.6.
 
-Every x86 CPU the book is built on has AVX2, so :func:`pin_kernels` asks ATen, oneDNN and
-OpenBLAS for their AVX2 kernels. MKL also chooses by vendor: with its AVX2 branch, an Intel CPU
-(emulated by QEMU, ``tests/test_machine.py``) computed other matrix products and exponentials
-than an AMD one. Its ``COMPATIBLE`` branch computes the same bits on both, at about 2.5 times
-the time per matrix product, which the book's convolutional networks hardly notice. The INT8
-models need no pin: they are exact on every x86 CPU (:mod:`qfail.quant.int8`).
+Every x86 CPU the book is built on has AVX2, so :func:`pin_kernels` asks ATen, oneDNN, numpy's
+own loops and OpenBLAS for their AVX2 kernels (numpy's AVX-512 ``exp``, ``log``, ``power`` and
+more round float64 results differently). MKL also chooses by vendor: with its AVX2 branch, an
+Intel CPU (emulated by QEMU, ``tests/test_machine.py``) computed other matrix products and
+exponentials than an AMD one. Its ``COMPATIBLE`` branch computes the same bits on both, at about
+2.5 times the time per matrix product; the book's build took about 7 % longer. The INT8 models need no pin:
+they are exact on every x86 CPU (:mod:`qfail.quant.int8`).
 
 One kind of operation stays machine-dependent under every pin: MKL's vector square root (and
 arctangent) start from the CPU's approximate reciprocal square root, whose bits differ between
@@ -36,6 +37,7 @@ KERNEL_PINS = {
     "ONEDNN_MAX_CPU_ISA": "AVX2",    # convolutions (torch.backends.mkldnn)
     "MKL_CBWR": "COMPATIBLE",        # MKL's matrix products: the branch that is the same on Intel and AMD
     "OPENBLAS_CORETYPE": "Haswell",  # numpy's, scipy's and so scikit-learn's BLAS
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's own loops: AVX2 at most
 }
 
 

@@ -61,12 +61,22 @@ def has_vnni() -> bool | None:
 
 def kernels() -> str:
     """The instruction sets the float kernels run: ATen's (torch reports it), oneDNN's and MKL's
-    (their variables; they read them on first use) and OpenBLAS's (it reports its core type)."""
+    (their variables; they read them on first use), OpenBLAS's (it reports its core type) and the
+    widest one numpy's own loops run."""
     parts = [f"ATen {torch.backends.cpu.get_cpu_capability()}",
              f"oneDNN {os.environ.get('ONEDNN_MAX_CPU_ISA', 'native')}",
              f"MKL {os.environ.get('MKL_CBWR', 'native')}",
-             f"OpenBLAS {'/'.join(sorted(_openblas_cores())) or 'not loaded'}"]
+             f"OpenBLAS {'/'.join(sorted(_openblas_cores())) or 'not loaded'}", f"numpy {_numpy_loops()}"]
     return ", ".join(parts)
+
+
+def _numpy_loops() -> str:
+    """The widest instruction set numpy's own loops run (its dispatch target: X86_V3 is AVX2)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # numpy 1.x
+        return "?"
+    return ([t for t in __cpu_dispatch__ if __cpu_features__.get(t)] or ["baseline"])[-1]
 
 
 def _openblas_cores() -> set[str]:

@@ -11,15 +11,15 @@ own loops and OpenBLAS for their AVX2 kernels (numpy's AVX-512 ``exp``, ``log``,
 more round float64 results differently). MKL also chooses by vendor: with its AVX2 branch, an
 Intel CPU (emulated by QEMU, ``tests/test_machine.py``) computed other matrix products and
 exponentials than an AMD one. Its ``COMPATIBLE`` branch computes the same bits on both, at about
-2.5 times the time per matrix product; the book's build took about 7 % longer. The INT8 models need no pin:
-they are exact on every x86 CPU (:mod:`qfail.quant.int8`).
+2.5 times the time per matrix product; the book's build took about 7 % longer. The INT8 models
+need no pin: they are exact on every x86 CPU (:mod:`qfail.quant.int8`).
 
 One kind of operation stays machine-dependent under every pin: MKL's vector square root (and
 arctangent) start from the CPU's approximate reciprocal square root, whose bits differ between
 processors. So qfail takes no tensor square root on a path to a printed number: Adam runs fused
 (:func:`qfail.train.adam`), and norms use ``torch.linalg.vector_norm``, whose square root is exact.
 
-The libraries read these variables when they load (OpenBLAS, with numpy) or first run (ATen,
+The libraries read these variables when they load (numpy and its OpenBLAS) or first run (ATen,
 oneDNN, MKL). So ``import qfail`` sets them before anything else loads, and every chapter
 imports ``qfail`` first. A variable the reader has set is kept.
 """

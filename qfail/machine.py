@@ -12,9 +12,9 @@ can be much slower (on a 2-core VM here a ResNet-8 training step took 1.13 s on 
 can depend on the thread count. One thread gives every reader the same arithmetic.
 
 Convolutions keep PyTorch's oneDNN kernels (``torch.backends.mkldnn``), which train the ResNets
-1.3-2.4x faster than the native ones here. oneDNN, like ATen, MKL and OpenBLAS, picks its kernels
-by instruction set, and the last bits it leaves grow into other models in training: ``import
-qfail`` pins all four (:mod:`qfail.isa`), and :func:`facts` shows what they run. One
+1.3-2.4x faster than the native ones here. oneDNN, like ATen, MKL, numpy and OpenBLAS, picks its
+kernels by instruction set, and the last bits it leaves grow into other models in training:
+``import qfail`` pins them all (:mod:`qfail.isa`), and :func:`facts` shows what they run. One
 caveat, measured on this project's AVX2 machine: torch 2.15's oneDNN convolution backward
 corrupted the heap for ResNet stages of 4 or 6 channels, which is why :mod:`qfail.models` rounds
 channel counts up to multiples of 8. ``QFAIL_ONEDNN=0`` switches to the native convolutions.

@@ -134,7 +134,8 @@ def main() -> None:
     print(f"{'FP32':10s} {fp_size / 2**20:10.2f} {fp_ms:13.2f}")
     print(f"{'INT8':10s} {q_size / 2**20:10.2f} {q_ms:13.2f}")
     print(f"INT8 is {fp_size / q_size:.2f}x smaller and {fp_ms / q_ms:.2f}x faster (FP32 on MKL's "
-          f"{os.environ.get('MKL_CBWR', 'own')} branch, as the book runs it; MKL_CBWR=AUTO make bench: the CPU's fastest)")
+          f"{os.environ.get('MKL_CBWR', 'own')} branch, as the book runs it; "
+          "MKL_CBWR=AUTO make bench: the CPU's fastest)")
 
 
 if __name__ == "__main__":

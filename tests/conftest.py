@@ -121,11 +121,18 @@ def toy_chapter(tmp_path) -> Callable[..., Path]:
     return write
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+EMULATED_TEST_SECONDS = 3600  # a test's limit under --emulate-cpu: QEMU ran the small runs in 760-810 s
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The book tests first, then the emulated CPU's: they take half and a fifth of the run, so
     under ``make test``'s two workers (``--no-loadscope-reorder`` keeps this order) they start at
-    once, side by side, and the short files fill in after them."""
+    once, side by side, and the short files fill in after them. Under ``--emulate-cpu`` every
+    test may take :data:`EMULATED_TEST_SECONDS` instead of the configured limit."""
     items.sort(key=lambda item: (item.get_closest_marker("book") is None, "qemu" not in item.fixturenames))
+    if config.getoption("emulate_cpu"):
+        for item in items:
+            item.add_marker(pytest.mark.timeout(EMULATED_TEST_SECONDS))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -64,10 +64,10 @@ def test_every_point_is_checked_before_anything_runs(toy):
         grid.grid_points("toy", {"seed": "0,,1"}, toy)
 
 
-def test_a_failing_run_reports_one_line_and_the_others_complete(toy, tmp_path, local_ray):
+def test_a_failing_run_reports_one_line_the_others_combine_and_a_second_sweep_resumes(toy, tmp_path, local_ray):
     out = tmp_path / "sweeps"
-    outcomes = grid.sweep("toy", {"seed": "0,1", "fail": "False,True"}, out, workers=2, progress=False,
-                          notebook_dir=toy)
+    axes = {"seed": "0,1", "fail": "False,True"}
+    outcomes = grid.sweep("toy", axes, out, workers=2, progress=False, notebook_dir=toy)
     assert local_ray.is_initialized()  # the sweep joined the module's Ray and left it running
     failed = [o for o in outcomes if o.status == "failed"]
     assert [o.status for o in outcomes].count("done") == 2 and len(failed) == 2
@@ -75,20 +75,26 @@ def test_a_failing_run_reports_one_line_and_the_others_complete(toy, tmp_path, l
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(o.key for o in outcomes if o.status == "done")
     table = json.loads((out / outcomes[0].key / "verdicts.json").read_text())
     assert table[0]["estimates"][0]["value"] == 3  # seed 0 + 1 + 2
+    combined = grid.combined_table("toy", [o for o in outcomes if o.status == "done"], out)  # as the report does
+    assert len(combined) == 1 and combined.runs.iloc[0] == 2 and combined.interval.iloc[0] == "t over 2 seeds"
+    assert combined["mean"].iloc[0] == 3.5 and combined.low.iloc[0] < 3 and combined.high.iloc[0] > 4
+    assert (out / "toy-sweep.html").read_text().count("<img") == 1
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.ipynb")}
+    again = grid.sweep("toy", axes, out, workers=2, progress=False, notebook_dir=toy)
+    assert sorted(o.status for o in again) == ["failed", "failed", "skipped", "skipped"]  # only the failed run again
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.ipynb")} == stamps  # nothing complete re-executed
 
 
 @pytest.mark.book
-def test_a_primer_sweep_on_two_workers_combines_seeds_and_resumes(tmp_path, local_ray):
+def test_a_chapter_runs_on_a_ray_worker_and_reports_its_own_interval(tmp_path, local_ray):
+    """A real chapter (torch, the pinned kernels, widgets) in a Ray worker; one seed, so each
+    finding keeps the run's own interval (the toy sweep above combines seeds)."""
     out = tmp_path / "sweeps"
-    axes = {"seed": "0,1", "bits": "2", "epochs": "2", "qat_epochs": "1", "bit_widths": "2,4,8"}
-    first = grid.sweep("primer", axes, out, workers=2, progress=False, timeout=SMALL_RUN_CELL_SECONDS)
-    assert [o.status for o in first] == ["done"] * 2
-    table = grid.combined_table("primer", first, out)
-    assert set(table.bits) == {2} and (table.runs == 2).all()  # each row: one finding over the two seeds
-    assert (table.interval == "t over 2 seeds").all() and (table.low <= table["mean"]).all()
+    axes = {"seed": "0", "bits": "2", "epochs": "2", "qat_epochs": "1", "bit_widths": "2,4,8"}
+    [outcome] = grid.sweep("primer", axes, out, workers=2, progress=False, timeout=SMALL_RUN_CELL_SECONDS)
+    assert outcome.status == "done", outcome.error
+    table = grid.combined_table("primer", [outcome], out)
+    assert set(table.bits) == {2} and (table.runs == 1).all()
+    assert (table.interval == "the run's own interval").all() and (table.low <= table["mean"]).all()
     assert set(table.finding) >= {"INT8 storage is about 4x smaller than float32"}
     assert (out / "primer-sweep.html").read_text().count("<img") == 1
-    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.ipynb")}
-    again = grid.sweep("primer", axes, out, workers=2, progress=False, timeout=SMALL_RUN_CELL_SECONDS)
-    assert [o.status for o in again] == ["skipped"] * 2
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.ipynb")} == stamps  # nothing re-executed

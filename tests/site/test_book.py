@@ -25,8 +25,8 @@ from qfail.verdict import MIME
 
 pytestmark = pytest.mark.book
 SMALL = {"primer": {"epochs": "3", "qat_epochs": "1", "bit_widths": "2,4,8", "bits": "2"},
-         "moon": {"rl_updates": "5", "episodes": "2", "bit_widths": "8,2", "qat_updates": "1", "eps_values": "0.03,0.1",
-                  "eps": "0.03", "verified_states": "30", "grid_cells": "4", "bits": "8"},
+         "moon": {"rl_updates": "5", "episodes": "2", "bit_widths": "8,2", "qat_updates": "1", "qat_seeds": "2",
+                  "eps_values": "0.03,0.1", "eps": "0.03", "verified_states": "30", "grid_cells": "4", "bits": "8"},
          "hu": {"epochs": "2", "methods": "standard,qat", "settings": "int8", "bits": "2", "size": "8",
                 "shifts": "gaussian_noise,rotate", "severities": "1,5", "mc_samples": "2", "retrain_epochs": "1"},
          "li": {"depth": "8", "width": "0.25", "epochs": "2", "adv_steps": "2", "pipelines": "a,b,e,f,g", "ptq_methods": "pwlq",

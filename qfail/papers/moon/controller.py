@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pandas is imported where a table is built
     import pandas as pd
 
 __all__ = ["RLConfig", "Rollouts", "controller_net", "reinforce", "train_controller", "rollout", "qat_controller", "FINE_TUNE_METHODS",
-           "controller_table", "ENV_ID", "OBS_NAMES"]
+           "qat_seeds_table", "controller_table", "ENV_ID", "OBS_NAMES"]
 
 ENV_ID = "CartPole-v1"
 OBS_NAMES = ("cart position", "cart velocity", "pole angle", "pole angular velocity")
@@ -286,6 +286,32 @@ def qat_controller(source: Trained, bits: int, states: torch.Tensor, method: str
     qm = make()
     qm.load_state_dict(result["state"])
     return Trained(qm.eval(), key, result["history"])
+
+
+def qat_seeds_table(source: Trained, bits: int, reference: Rollouts, seeds: Sequence[int], episodes: int = 20,
+                    eval_seed: int = 0, method: str = "reinforce", updates: int = 40) -> pd.DataFrame:
+    """:func:`qat_controller` at ``bits`` once per training seed, each run scored on the same
+    ``episodes`` greedy episodes (seeded by ``eval_seed``) and on ``reference``'s visited states.
+
+    A few dozen policy-gradient updates of a nearly deterministic policy move its decision
+    boundary by chance, so one QAT run's reward says little about QAT: these runs are the sample
+    a verdict on QAT is judged on. The run with the chapter's own seed comes from the cache.
+    """
+    import pandas as pd
+
+    from qfail.quant.int8 import decide
+
+    check_range("episodes", episodes, 1, integer=True)
+    if not seeds:
+        raise ValueError("seeds is empty; give at least one QAT training seed")
+    rows = []
+    for seed in seeds:
+        model = qat_controller(source, bits, reference.states, method=method, updates=updates, seed=seed).model
+        played = rollout(model, episodes, seed=eval_seed)
+        agreement = 100 * float((decide(model, reference.states) == reference.actions).float().mean())
+        rows.append({"QAT seed": seed, "reward mean": played.mean, "reward std": played.std,
+                     "agreement with FP (%)": agreement})
+    return pd.DataFrame(rows).set_index("QAT seed")
 
 
 def controller_table(models: dict[str, nn.Module], reference: Rollouts, episodes: int = 20, seed: int = 0,

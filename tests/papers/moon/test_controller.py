@@ -54,6 +54,19 @@ def test_qat_controller_trains_the_quantized_weights(trained, policy, method):
     assert changed
 
 
+def test_qat_seeds_table_scores_each_seed_on_the_same_episodes(trained, policy):
+    run = rl.rollout(policy, 1, seed=3)
+    runs = rl.qat_seeds_table(trained, 4, run, [0, 1], episodes=2, eval_seed=7, updates=2)
+    assert list(runs.index) == [0, 1] and runs.index.name == "QAT seed"
+    for seed in (0, 1):  # the run of each seed, from the cache, scored as controller_table scores it
+        model = rl.qat_controller(trained, 4, run.states, updates=2, seed=seed).model
+        row = rl.controller_table({"QAT": model}, run, episodes=2, seed=7).loc["QAT"]
+        assert runs.loc[seed, "reward mean"] == row["reward mean"]
+        assert runs.loc[seed, "agreement with FP (%)"] == row["agreement with FP (%)"]
+    with pytest.raises(ValueError, match="seeds is empty"):
+        rl.qat_seeds_table(trained, 4, run, [], episodes=2)
+
+
 def test_the_quantized_controllers_rows_do_not_interact(trained):
     """REINFORCE plays an update's episodes without a graph and recomputes their log-probabilities
     in one batch: the same numbers only if a row's output does not depend on its batch, which

@@ -41,3 +41,21 @@ def test_paper_judged_by_the_same_rule():
 @pytest.mark.parametrize("agreement, outcome", [(100.0, "reproduced"), (90.0, "not reproduced"), (99.1, "inconclusive")])
 def test_agreement_row(agreement, outcome):
     assert _rows(agreement=agreement)[3] == outcome
+
+
+@pytest.mark.parametrize("rewards, outcome", [((500, 500, 500), "reproduced"), ((300, 250, 350), "not reproduced"),
+                                              ((480, 300, 500), "inconclusive")])
+def test_qat_row_is_judged_over_the_qat_seeds(rewards, outcome):
+    """The table's own QAT row (99 % of FP over its episodes) decides nothing once two or more runs are given."""
+    runs = pd.DataFrame({"reward mean": rewards}, index=pd.Index([0, 1, 2], name="QAT seed"))
+    table, inn, sweep = _tables()
+    row = verdicts.verdict_table(table, inn, sweep, [8, 2], [0.01], 20, 2000, runs).iloc[1]
+    assert row["verdict"] == outcome and row["interval from"] == "t over 3 QAT seeds"
+    kept = sum(r > 475 for r in rewards)
+    assert row["measured here (95% interval)"].endswith(f"; {kept} of 3 QAT runs above 95 % of FP")
+
+
+def test_one_qat_run_keeps_the_episode_interval():
+    runs = pd.DataFrame({"reward mean": [100.0]}, index=pd.Index([0], name="QAT seed"))
+    row = verdicts.verdict_table(*_tables(), [8, 2], [0.01], 20, 2000, runs).iloc[1]
+    assert row["interval from"].startswith("bootstrap over 20 episodes") and row["verdict"] == "reproduced"

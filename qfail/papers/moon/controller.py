@@ -288,6 +288,13 @@ def qat_controller(source: Trained, bits: int, states: torch.Tensor, method: str
     return Trained(qm.eval(), key, result["history"])
 
 
+def _agreement(model: nn.Module, reference: Rollouts) -> float:
+    """Share (%) of the reference controller's visited states on which ``model`` takes its action."""
+    from qfail.quant.int8 import decide
+
+    return 100 * float((decide(model, reference.states) == reference.actions).float().mean())
+
+
 def qat_seeds_table(source: Trained, bits: int, reference: Rollouts, seeds: Sequence[int], episodes: int = 20,
                     eval_seed: int = 0, method: str = "reinforce", updates: int = 40) -> pd.DataFrame:
     """:func:`qat_controller` at ``bits`` once per training seed, each run scored on the same
@@ -299,8 +306,6 @@ def qat_seeds_table(source: Trained, bits: int, reference: Rollouts, seeds: Sequ
     """
     import pandas as pd
 
-    from qfail.quant.int8 import decide
-
     check_range("episodes", episodes, 1, integer=True)
     if not seeds:
         raise ValueError("seeds is empty; give at least one QAT training seed")
@@ -308,9 +313,8 @@ def qat_seeds_table(source: Trained, bits: int, reference: Rollouts, seeds: Sequ
     for seed in seeds:
         model = qat_controller(source, bits, reference.states, method=method, updates=updates, seed=seed).model
         played = rollout(model, episodes, seed=eval_seed)
-        agreement = 100 * float((decide(model, reference.states) == reference.actions).float().mean())
         rows.append({"QAT seed": seed, "reward mean": played.mean, "reward std": played.std,
-                     "agreement with FP (%)": agreement})
+                     "agreement with FP (%)": _agreement(model, reference)})
     return pd.DataFrame(rows).set_index("QAT seed")
 
 
@@ -326,7 +330,7 @@ def controller_table(models: dict[str, nn.Module], reference: Rollouts, episodes
     """
     import pandas as pd
 
-    from qfail.quant.int8 import decide, latency_ms, packed_size, serialized_size
+    from qfail.quant.int8 import latency_ms, packed_size, serialized_size
 
     batch_1, batch_1024 = reference.states[:1], reference.states[:1024]
     rows = []
@@ -334,7 +338,6 @@ def controller_table(models: dict[str, nn.Module], reference: Rollouts, episodes
         fake = isinstance(model, QuantizedModel)
         timed = (timing or {}).get(name, not fake)
         played = rollout(model, episodes, seed=seed)
-        acts = decide(model, reference.states)
         rows.append({
             "controller": name,
             "size (KB)": (packed_size(model) if fake else serialized_size(model)) / 1024,
@@ -344,7 +347,7 @@ def controller_table(models: dict[str, nn.Module], reference: Rollouts, episodes
             "reward mean": played.mean,
             "reward std": played.std,
             **dict(zip(("reward low", "reward high"), played.interval(seed))),
-            "agreement with FP (%)": 100 * float((acts == reference.actions).float().mean()),
+            "agreement with FP (%)": _agreement(model, reference),
         })
     return pd.DataFrame(rows).set_index("controller")
 

@@ -31,7 +31,7 @@ import platform
 from collections.abc import MutableMapping
 from pathlib import Path
 
-__all__ = ["KERNEL_PINS", "cpu_flags", "has_avx2", "pin_kernels"]
+__all__ = ["KERNEL_PINS", "VNNI_FLAGS", "cpu_flags", "cpu_summary", "has_avx2", "pin_kernels"]
 
 KERNEL_PINS = {
     "ATEN_CPU_CAPABILITY": "avx2",   # torch's own vectorised operators
@@ -57,6 +57,21 @@ def has_avx2() -> bool:
     """Whether this is an x86 CPU with AVX2: the CPUs the pins apply to."""
     flags = cpu_flags()
     return platform.machine() in ("x86_64", "AMD64") and flags is not None and "avx2" in flags
+
+
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "avx512vnni"})  # /proc/cpuinfo's names for integer dot products
+
+
+def cpu_summary() -> str:
+    """The processor in a few words: its name, logical CPUs and widest vector extension, so that
+    timings taken on two machines are not read as one machine's."""
+    flags = cpu_flags() or set()
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+             if line.startswith("model name")]
+    name = names[0] if names else platform.processor() or platform.machine()
+    widest = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name}, {os.cpu_count()} CPUs, {widest}{' with VNNI' if flags & VNNI_FLAGS else ''}"
 
 
 def pin_kernels(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:

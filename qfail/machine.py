@@ -48,7 +48,7 @@ import warnings
 import torch
 
 from qfail.checks import check_range
-from qfail.isa import cpu_flags, has_avx2
+from qfail.isa import VNNI_FLAGS, cpu_flags, has_avx2
 
 __all__ = ["configure", "describe", "facts", "has_vnni", "keep_freed_memory", "kernels", "limit_other_pools"]
 
@@ -56,7 +56,7 @@ __all__ = ["configure", "describe", "facts", "has_vnni", "keep_freed_memory", "k
 def has_vnni() -> bool | None:
     """True if the CPU has AVX-512 VNNI or AVX-VNNI, False if not, None where it cannot be read."""
     flags = cpu_flags()
-    return None if flags is None else bool(flags & {"avx512_vnni", "avx_vnni", "avx512vnni"})
+    return None if flags is None else bool(flags & VNNI_FLAGS)
 
 
 def kernels() -> str:

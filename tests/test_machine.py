@@ -100,3 +100,9 @@ def test_configure_warns_when_numpy_loaded_its_blas_before_qfail():
     core, warned = _fresh_python(code, OPENBLAS_CORETYPE="Haswell").split()
     # numpy loaded OpenBLAS before the pin: its own choice for this CPU, and a warning unless that is Haswell
     assert warned == ("0" if core == "Haswell" else "1")
+
+
+def test_the_cpu_summary_names_the_processor_and_its_widest_vector_extension():
+    summary, flags = isa.cpu_summary(), isa.cpu_flags() or set()
+    assert f", {os.cpu_count()} CPUs, " in summary
+    assert ("AVX-512" in summary) == ("avx512f" in flags) and summary.endswith(" with VNNI") == bool(flags & isa.VNNI_FLAGS)

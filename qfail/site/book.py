@@ -134,11 +134,14 @@ def build_report(build: Path, total: float) -> str:
 
     The times are jupyter-cache's (the run that filled the cache entry a page was rendered
     from; a chapter whose code did not change keeps its old time). The report is written to
-    ``<build>/build-report.json``, which the next build reads for the "previous" column.
+    ``<build>/build-report.json``, which the next build reads for the "previous" column, with
+    the CPU it ran on (:func:`qfail.isa.cpu_summary`): a previous build on another CPU is named.
     """
     import json
 
     from jupyter_cache import get_cache
+
+    from qfail.isa import cpu_summary
 
     path = build / "build-report.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
@@ -150,7 +153,8 @@ def build_report(build: Path, total: float) -> str:
             seconds = record.data.get("execution_seconds")
             if seconds is not None and record.created.timestamp() >= chapters.get(name, (0, 0))[0]:
                 chapters[name] = (record.created.timestamp(), float(seconds))
-    report = {"build seconds": round(total, 1), "chapters": {k: round(v[1], 1) for k, v in sorted(chapters.items())}}
+    report = {"build seconds": round(total, 1), "machine": cpu_summary(),
+              "chapters": {k: round(v[1], 1) for k, v in sorted(chapters.items())}}
     path.write_text(json.dumps(report, indent=1))
     before = previous.get("chapters", {})
     lines = [f"{'chapter':<16} {'seconds':>8} {'previous':>9}"]
@@ -159,6 +163,9 @@ def build_report(build: Path, total: float) -> str:
         lines.append(f"{name:<16} {seconds:>8.1f} {'' if old is None else f'{old:.1f}':>9}")
     lines.append(f"{'executed, sum':<16} {sum(report['chapters'].values()):>8.1f}")
     lines.append(f"{'this build':<16} {total:>8.1f} {previous.get('build seconds', ''):>9}")
+    lines.append(f"on {report['machine']}")
+    if previous.get("machine", report["machine"]) != report["machine"]:
+        lines.append(f"the previous build ran on {previous['machine']}: its seconds are another machine's")
     return "\n".join(lines)
 
 

@@ -1,8 +1,11 @@
 """Parallel chapter execution: the chapters come from the table of contents and key the cache as MyST-NB does."""
 
+import json
+
 import pytest
 
-from qfail.site import execute, runner
+from qfail import isa
+from qfail.site import book, execute, runner
 from qfail.site.book import ROOT
 
 
@@ -52,3 +55,13 @@ def test_a_change_to_qfail_or_the_pins_empties_the_execution_cache(tmp_path):
     fill()
     cache.with_name(".jupyter_cache.source").unlink()  # filled before digests were recorded
     assert execute.drop_stale_cache(tmp_path, cache)
+
+
+def test_the_build_report_names_its_machine_and_a_previous_build_on_another(tmp_path):
+    """Seconds from two CPUs side by side would read as a change in the book."""
+    (tmp_path / "build-report.json").write_text(json.dumps({"build seconds": 250.0, "machine": "another CPU",
+                                                            "chapters": {}}))
+    text = book.build_report(tmp_path, 12.0)
+    assert f"on {isa.cpu_summary()}" in text and "the previous build ran on another CPU" in text
+    assert json.loads((tmp_path / "build-report.json").read_text())["machine"] == isa.cpu_summary()
+    assert "previous build ran on" not in book.build_report(tmp_path, 11.0)  # the same machine again

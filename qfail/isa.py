@@ -42,15 +42,21 @@ KERNEL_PINS = {
 }
 
 
-def cpu_flags() -> set[str] | None:
-    """The CPU's feature flags from ``/proc/cpuinfo``; None where it cannot be read."""
+def _cpuinfo(field: str) -> str | None:
+    """The first CPU's ``field`` in ``/proc/cpuinfo``; None where it cannot be read."""
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
         return None
     for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
+        if line.startswith(field):
+            return line.split(":", 1)[1].strip()
     return None
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from ``/proc/cpuinfo``; None where it cannot be read."""
+    flags = _cpuinfo("flags")
+    return None if flags is None else set(flags.split())
 
 
 def has_avx2() -> bool:
@@ -66,10 +72,7 @@ def cpu_summary() -> str:
     """The processor in a few words: its name, logical CPUs and widest vector extension, so that
     timings taken on two machines are not read as one machine's."""
     flags = cpu_flags() or set()
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-             if line.startswith("model name")]
-    name = names[0] if names else platform.processor() or platform.machine()
+    name = _cpuinfo("model name") or platform.processor() or platform.machine()
     widest = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     return f"{name}, {os.cpu_count()} CPUs, {widest}{' with VNNI' if flags & VNNI_FLAGS else ''}"
 

@@ -101,9 +101,10 @@ def test_an_emulated_intel_cpu_trains_the_same_bits(qemu, tmp_path):
     sets = tmp_path / "digits.pt"
     resnet, cnn = qfail.load_data("digits", size=16, seed=0).train.subset(128), qfail.load_data("digits", seed=0).train
     torch.save({"resnet": (resnet.x, resnet.y), "cnn": (cnn.x, cnn.y)}, sets)
-    assert _fresh_python(_TORCH_TRAINING, args=[str(sets)]).split() == [*_WEIGHTS[:2], "AVX2"]  # as _TRAINING's
-    emulated = _fresh_python(_TORCH_TRAINING, emulator=[qemu, "-cpu", _INTEL_AVX2], args=[str(sets)])
-    assert emulated.split() == [*_WEIGHTS[:2], "AVX2"]
+    emulated = _fresh_python(_TORCH_TRAINING, emulator=[qemu, "-cpu", _INTEL_AVX2], args=[str(sets)]).split()
+    if emulated != [*_WEIGHTS[:2], "AVX2"]:  # this CPU's run of the same script tells the vendor from the script
+        native = _fresh_python(_TORCH_TRAINING, args=[str(sets)]).split()
+        pytest.fail(f"emulated Intel CPU: {emulated}; this CPU, the same script: {native}; recorded: {_WEIGHTS[:2]}")
 
 
 @pytest.mark.skipif(not _AVX2, reason="the pins need an x86 CPU with AVX2")

@@ -30,48 +30,45 @@ _AVX2 = isa.has_avx2()
 # ran. On the AVX-512 machine here, without the pins, all three differ (so do the book's tables);
 # on an Intel CPU with MKL's AVX2 branch instead of COMPATIBLE, and with Adam's foreach update,
 # the first two do.
-_TRAINING = """
-import hashlib, warnings
-import qfail
-import torch
-from sklearn.neural_network import MLPClassifier
-from qfail import machine
-machine.configure(1)
-data = qfail.load_data("digits", size=16, seed=0)
-model = qfail.build_model("resnet", data.input_shape, seed=0, depth=8, width=0.5)
-qfail.fit(model, data.train.subset(128), qfail.TrainConfig(epochs=1, seed=0, batch_size=64))
-digits = qfail.load_data("digits", seed=0)
-cnn = qfail.build_model("cnn", digits.input_shape, seed=0)
-qfail.fit(cnn, digits.train, qfail.TrainConfig(epochs=1, seed=0))
-x, y = data.train.x[:500].flatten(1).double().numpy(), data.train.y[:500].numpy()
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # 20 iterations do not converge; they need not
-    mlp = MLPClassifier((64,), max_iter=20, random_state=0).fit(x, y)
-digest = lambda arrays: hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()[:12]
-print(*(digest(p.detach().numpy() for p in m.state_dict().values()) for m in (model, cnn)), digest(mlp.coefs_))
-print(torch.backends.cpu.get_cpu_capability())
-"""
-_WEIGHTS = ["0f4a4245c8e6", "6d965dd696ca", "f1df67284b5c"]
-# The two torch models of _TRAINING alone, on the digits loaded here and handed over in a file
-# (its first argument): torch is all the emulated CPU has to import. scikit-learn and numpy choose
-# their code by instruction set, not by vendor, and under QEMU importing scikit-learn took 7 s of
-# the test's 43.
-_TORCH_TRAINING = """
-import hashlib, sys
+_SETUP = """
+import hashlib, sys, warnings
 import qfail
 import torch
 from qfail import machine
 from qfail.data import Split
 machine.configure(1)
-sets = torch.load(sys.argv[1])
-model = qfail.build_model("resnet", tuple(sets["resnet"][0].shape[1:]), seed=0, depth=8, width=0.5)
-qfail.fit(model, Split(*sets["resnet"]), qfail.TrainConfig(epochs=1, seed=0, batch_size=64))
-cnn = qfail.build_model("cnn", tuple(sets["cnn"][0].shape[1:]), seed=0)
-qfail.fit(cnn, Split(*sets["cnn"]), qfail.TrainConfig(epochs=1, seed=0))
 digest = lambda arrays: hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()[:12]
-print(*(digest(p.detach().numpy() for p in m.state_dict().values()) for m in (model, cnn)))
-print(torch.backends.cpu.get_cpu_capability())
 """
+_LOAD_DIGITS = """
+data = qfail.load_data("digits", size=16, seed=0)
+resnet_set, cnn_set = data.train.subset(128), qfail.load_data("digits", seed=0).train
+"""
+_TORCH_MODELS = """
+model = qfail.build_model("resnet", tuple(resnet_set.x.shape[1:]), seed=0, depth=8, width=0.5)
+qfail.fit(model, resnet_set, qfail.TrainConfig(epochs=1, seed=0, batch_size=64))
+cnn = qfail.build_model("cnn", tuple(cnn_set.x.shape[1:]), seed=0)
+qfail.fit(cnn, cnn_set, qfail.TrainConfig(epochs=1, seed=0))
+print(*(digest(p.detach().numpy() for p in m.state_dict().values()) for m in (model, cnn)))
+"""
+_MLP = """
+from sklearn.neural_network import MLPClassifier
+x, y = data.train.x[:500].flatten(1).double().numpy(), data.train.y[:500].numpy()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # 20 iterations do not converge; they need not
+    mlp = MLPClassifier((64,), max_iter=20, random_state=0).fit(x, y)
+print(digest(mlp.coefs_))
+"""
+_CAPABILITY = "print(torch.backends.cpu.get_cpu_capability())\n"
+_TRAINING = _SETUP + _LOAD_DIGITS + _TORCH_MODELS + _MLP + _CAPABILITY
+_WEIGHTS = ["0f4a4245c8e6", "6d965dd696ca", "f1df67284b5c"]
+# The two torch models of _TRAINING alone, on the digits loaded here and handed over in a file
+# (its first argument): torch is all the emulated CPU has to import. scikit-learn and numpy choose
+# their code by instruction set, not by vendor, and under QEMU importing scikit-learn took 7 s of
+# the test's 43.
+_TORCH_TRAINING = _SETUP + """
+sets = torch.load(sys.argv[1])
+resnet_set, cnn_set = Split(*sets["resnet"]), Split(*sets["cnn"])
+""" + _TORCH_MODELS + _CAPABILITY
 _INTEL_AVX2 = "Haswell-v4"  # QEMU's Intel CPU with AVX2 and FMA and without AVX-512
 
 

@@ -18,13 +18,14 @@ import pandas as pd
 import torch
 from torch import nn
 
+from qfail.attack import correct_on
 from qfail.cache import cached_entry
 from qfail.checks import FULL_PRECISION, check_bits, check_choice
-from qfail.data import DataSplits
+from qfail.data import DataSplits, Split
 from qfail.quant import QuantConfig, fake_quantize_tensor, pwlq_quantize, qat_config, quantizable_layers, quantize_model
-from qfail.train import TrainConfig, Trained, accuracy, fit
+from qfail.train import TrainConfig, Trained, fit, resolve_device
 
-__all__ = ["PARTS", "QUANT_METHODS", "layer_bits_for", "quantized", "accuracy_sweep", "largest_weight", "rounding_error"]
+__all__ = ["PARTS", "QUANT_METHODS", "layer_bits_for", "quantized", "scored", "accuracy_sweep", "largest_weight", "rounding_error"]
 
 PARTS = ("weights", "activations", "both")
 QUANT_METHODS = ("static", "dynamic", "qat", "pact", "pwlq")
@@ -85,18 +86,25 @@ def quantized(source: Trained, data: DataSplits, method: str, part: str, bits: i
     return Trained(qm.eval(), key, result.get("history", []), result["seconds"])
 
 
+def scored(model: nn.Module, split: Split, device: str | torch.device = "cpu") -> dict[str, object]:
+    """``accuracy`` (%) of ``model`` on ``split`` and its per-input ``correct`` (a bool array):
+    two models scored on the same inputs are compared input by input
+    (:func:`qfail.verdict.paired_difference`), not accuracy against accuracy."""
+    correct = correct_on(model, split.x, split.y, device=resolve_device(device)).numpy()
+    return {"accuracy": 100.0 * int(correct.sum()) / max(len(correct), 1), "correct": correct}
+
+
 def accuracy_sweep(source: Trained, data: DataSplits, bit_widths: Sequence[int],
                    methods: Sequence[str] = ("static", "dynamic", "qat"), parts: Sequence[str] = PARTS,
                    qat: TrainConfig | None = None, device: str | torch.device = "cpu") -> pd.DataFrame:
-    """Test accuracy for every method x part x bit-width; one row each, plus the FP reference."""
-    rows = [{"method": "float", "part": "none", "bits": FULL_PRECISION,
-             "accuracy": accuracy(source.model, data.test, device)}]
+    """Test accuracy for every method x part x bit-width; one row each, plus the FP reference
+    (``method="float"``). Each row also carries its per-input ``correct`` (see :func:`scored`)."""
+    rows = [{"method": "float", "part": "none", "bits": FULL_PRECISION, **scored(source.model, data.test, device)}]
     for method in methods:
         for part in parts:
             for bits in bit_widths:
                 qm = quantized(source, data, method, part, bits, qat, device).model
-                rows.append({"method": method, "part": part, "bits": bits,
-                             "accuracy": accuracy(qm, data.test, device)})
+                rows.append({"method": method, "part": part, "bits": bits, **scored(qm, data.test, device)})
     return pd.DataFrame(rows)
 
 

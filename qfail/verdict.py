@@ -30,7 +30,7 @@ import numpy as np
 if TYPE_CHECKING:  # tables are built by the callers; the scorecard reads verdicts without pandas
     import pandas as pd
 
-__all__ = ["OUTCOMES", "MIME", "ESTIMATE", "accuracy_difference", "Estimate", "Rule", "t_interval", "bootstrap", "wilson", "accuracy_error", "decided_count",
+__all__ = ["OUTCOMES", "MIME", "ESTIMATE", "paired_difference", "Estimate", "Rule", "t_interval", "bootstrap", "wilson", "decided_count",
            "combine", "finding", "show", "summary", "COLUMNS"]
 
 OUTCOMES = ("reproduced", "partly", "not reproduced", "inconclusive")
@@ -105,23 +105,29 @@ def wilson(count: int, total: int, scale: float = 100.0, unit: str = "%", what: 
                     f"Wilson over {total} {what}", unit, digits)
 
 
-def accuracy_error(accuracy, inputs: int):  # noqa: ANN001, ANN201 - a float or a numpy array, in percent
-    """Binomial standard error (points) of an accuracy in percent on ``inputs`` inputs, with
-    Agresti and Coull's adjustment, so that 0 or 100 % on a few inputs still has an error."""
-    p = (np.clip(np.asarray(accuracy, dtype=float) / 100, 0, 1) * inputs + 2) / (inputs + 4)
-    return 100 * np.sqrt(p * (1 - p) / (inputs + 4))
+def paired_difference(a, b, basis: str) -> Estimate:  # noqa: ANN001 - bool arrays
+    """Accuracy of ``a`` minus accuracy of ``b`` (points), two models scored on the same inputs.
 
-
-def accuracy_difference(a, b, inputs: int, basis: str) -> Estimate:  # noqa: ANN001 - floats or arrays, in percent
-    """Mean of accuracies ``a - b`` (points), each measured on ``inputs`` inputs, with a conservative
-    95 % interval: the two binomial errors added in quadrature, as if the inputs were independent
-    (they are the same inputs, so the paired interval would be narrower)."""
-    a, b = np.atleast_1d(np.asarray(a, dtype=float)), np.atleast_1d(np.asarray(b, dtype=float))
+    ``a`` and ``b`` are per-input correctness, shape ``(inputs,)`` or ``(cells, inputs)`` for the
+    mean over matched cells. The input is the sampling unit: its difference (averaged over the
+    cells) is one observation, so the inputs both models get right, or both get wrong, add no
+    noise, as they would if the two accuracies' errors were added in quadrature. The 95 % Wald
+    interval carries Agresti and Min's (2005) adjustment, half a discordant input each way and one
+    concordant, so that two models that agree on every input still get an interval.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_difference needs the same inputs on both sides, got shapes {a.shape} and {b.shape}")
     if a.size == 0:
         return Estimate(float("nan"), float("nan"), float("nan"), "no matched cells", "points")
-    half = 1.96 * float(np.mean(np.sqrt(accuracy_error(a, inputs) ** 2 + accuracy_error(b, inputs) ** 2)))
-    mean = float(np.mean(a - b))
-    return Estimate(mean, mean - half, mean + half, basis, "points")
+    d = (a - b).reshape(-1, a.shape[-1]).mean(axis=0)
+    total = d.size + 2  # the pseudo-inputs: +1 and -1 with weight 1/2 each, 0 with weight 1
+    centre = float(d.sum()) / total
+    spread = float(((d - centre) ** 2).sum()) + 0.5 * (1 - centre) ** 2 + 0.5 * (1 + centre) ** 2 + centre ** 2
+    half = 1.96 * math.sqrt(spread / total) / math.sqrt(total)
+    value = float(d.mean())
+    low, high = max(min(centre - half, value), -1.0), min(max(centre + half, value), 1.0)
+    return Estimate(100 * value, 100 * low, 100 * high, basis, "points")
 
 
 def decided_count(outcomes: Sequence[str], what: str, judged: str = "each judged on its own interval") -> Estimate:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import qfail  # first, as in every chapter: it pins numpy's and torch's kernels before they load (qfail.isa)
+import numpy as np
 import pytest
 import torch
 
@@ -90,6 +91,13 @@ def float32_error_bound(module: torch.nn.Module, x: torch.Tensor) -> torch.Tenso
 def float32_bound():
     """:func:`float32_error_bound`, for tests that compare two float32 evaluations."""
     return float32_error_bound
+
+
+@pytest.fixture
+def right() -> Callable[[float, int], np.ndarray]:
+    """Per-input correctness at ``accuracy`` (%) on ``n`` inputs for synthetic tables: the first
+    inputs are right, so two such arrays disagree on as few inputs as their accuracies allow."""
+    return lambda accuracy, n: np.arange(n) < round(accuracy * n / 100)
 
 
 _FRONT_MATTER = """---

@@ -37,6 +37,34 @@ def test_intervals():
         Estimate(1, 2, 0, "t")
 
 
+def test_paired_difference_is_agresti_and_min_on_one_cell():
+    a = np.arange(100) < 30  # right on inputs 0-29
+    b = (np.arange(100) < 20) | ((np.arange(100) >= 30) & (np.arange(100) < 34))  # 10 lost, 4 gained
+    e = verdict.paired_difference(a, b, "paired")
+    se = math.sqrt(10.5 + 4.5 - 6 ** 2 / 102) / 102  # Agresti and Min (2005): half an input added to each cell
+    assert e.value == pytest.approx(6.0) and e.unit == "points" and e.basis == "paired"
+    assert (e.low, e.high) == pytest.approx((100 * (6 / 102 - 1.96 * se), 100 * (6 / 102 + 1.96 * se)))
+
+
+def test_models_that_agree_on_every_input_still_get_an_interval(right):
+    a = right(90, 360)
+    e = verdict.paired_difference(a, a.copy(), "paired")
+    assert e.value == 0 and e.low == pytest.approx(-e.high) and 0.5 < e.high < 0.6  # 1.96 / 362 points
+    assert Rule("below 1", high=1).judge(e) == "reproduced"  # the unpaired quadrature interval was +-4.4 points
+
+
+def test_paired_difference_over_cells_averages_each_input(right):
+    a = np.stack([right(80, 200), right(60, 200)])
+    b = np.stack([right(60, 200), right(80, 200)])  # inputs 120-159: a gains in one cell, loses in the other
+    e = verdict.paired_difference(a, b, "cells")
+    assert e.value == 0 and e.low < 0 < e.high < 1  # each input's mean is 0: only the pseudo-inputs are left
+    apart = verdict.paired_difference(a[:1], b[:1], "one cell")
+    assert apart.value == pytest.approx(20.0) and apart.high - apart.low > 5
+    with pytest.raises(ValueError, match="same inputs"):
+        verdict.paired_difference(a, b[:, :100], "x")
+    assert math.isnan(verdict.paired_difference(np.zeros((0, 5)), np.zeros((0, 5)), "x").value)
+
+
 def test_counts_over_cells():
     est = verdict.decided_count(["reproduced", "inconclusive", "not reproduced", "reproduced"], "cells")
     assert (est.low, est.high) == (2, 3)

@@ -36,9 +36,9 @@ from qfail.papers.li import verdicts as li_verdicts
 from qfail.shift import MNIST_C
 from qfail.sweep import quantized
 from qfail.train import TrainConfig, Trained, train_cached
-from qfail.verdict import accuracy_difference, finding
+from qfail.verdict import finding, paired_difference
 
-__all__ = ["METHODS", "first_inputs", "lenets", "disagreement_rates", "hu_rows", "li_table", "li_rows", "black_box_pair",
+__all__ = ["METHODS", "first_inputs", "lenets", "disagreement_rates", "hu_rows", "li_table", "li_rows", "black_box_pair", "frank_table",
            "primer_rows", "frank_rows"]
 
 METHODS = ("standard", "qat")  # Hu's reference and the method its second finding is about
@@ -100,23 +100,26 @@ def li_table(source: Trained, data: DataSplits, bits: int, attack: li.Attack, li
              seed: int = 0, device: str | torch.device = "cpu") -> pd.DataFrame:
     """Clean, white-box and transfer accuracy (%) of ``source`` with only its weights, or only
     its activations, statically quantized to ``bits``; the transfer examples are crafted on the
-    float model. One row per part."""
+    float model. One row per part; ``correct`` holds each attacker's per-input correctness."""
     transfer = li.transfer_set(source.model, data, [attack], limit=limit, seed=seed, device=device)
+    names = {"clean": "clean", attack.label: "white-box", f"{attack.label} transfer": "transfer"}
     rows = []
     for part in ("weights", "activations"):
         model = quantized(source, data, "static", part, bits, device=device).model
-        row = li.evaluate(model, data, [attack], transfer=transfer, limit=limit, seed=seed, device=device)
-        rows.append({"part": part, "clean": row["clean"], "white-box": row[attack.label],
-                     "transfer": row[f"{attack.label} transfer"]})
+        correct: dict = {}
+        row = li.evaluate(model, data, [attack], transfer=transfer, limit=limit, seed=seed, device=device,
+                          correct=correct)
+        rows.append({"part": part, **{name: row[view] for view, name in names.items()},
+                     "correct": {name: correct[view] for view, name in names.items()}})
     return pd.DataFrame(rows).set_index("part")
 
 
-def li_rows(table: pd.DataFrame, inputs: int, bits: int, attack: li.Attack) -> pd.DataFrame:
+def li_rows(table: pd.DataFrame, bits: int, attack: li.Attack) -> pd.DataFrame:
     """Li et al.'s first finding, under each attacker of ``li_table``."""
     rows = []
     for column in ("white-box", "transfer"):
-        gain = accuracy_difference(table.loc["activations", column], table.loc["weights", column], inputs,
-                                   f"{inputs} attacked test inputs, one seed (two binomial errors in quadrature)")
+        acts, weights = table.loc["activations", "correct"][column], table.loc["weights", "correct"][column]
+        gain = paired_difference(acts, weights, f"paired over {len(acts)} attacked test inputs, one seed")
         rows.append(finding(f"at scale: quantizing activations gives more robustness than quantizing weights "
                             f"({column} {attack.label}, {bits} bits, LeNet-5)",
                             "activation quantization gives stronger robustness gains than weight quantization",
@@ -143,21 +146,31 @@ def black_box_pair(teacher: Trained, data: DataSplits, queries: int, config: pai
     return distill.BlackBox(inside.predict_proba), white_box, trained
 
 
-def primer_rows(curve: pd.DataFrame, fp_accuracy: float, size_ratio: float, bit_widths: Sequence[int],
-                inputs: int) -> pd.DataFrame:
+def primer_rows(curve: pd.DataFrame, size_ratio: float, bit_widths: Sequence[int]) -> pd.DataFrame:
     """The primer's rules of thumb (:func:`qfail.papers.primer.verdict_table`) on the LeNet-5's curve."""
-    rows = primer.verdict_table(curve, fp_accuracy, size_ratio, bit_widths, inputs)
+    rows = primer.verdict_table(curve, size_ratio, bit_widths)
     return rows.assign(finding="at scale: " + rows["finding"])
 
 
-def frank_rows(results: pd.DataFrame, inputs: int) -> pd.DataFrame:
-    """Frank & Ardis's main-table claims on one student: ``results`` has a row per pair (index
-    ``(f_D, π_D)`` and ``(f_R, π_R)``) with ``pairs.evaluate_pair``'s columns."""
+def frank_table(pair: dict[str, pairs.Pair], data: DataSplits, device: str | torch.device = "cpu") -> pd.DataFrame:
+    """The robust and the detrimental pair scored on every test input with their own policies
+    (``pairs.evaluate_pair``): a row per pair, ``correct`` holding the float and quantized
+    networks' per-input correctness."""
+    rows = {}
+    for name, kind in {"(f_R, π_R)": "robust", "(f_D, π_D)": "detrimental"}.items():
+        correct: dict = {}
+        rows[name] = {**pairs.evaluate_pair(pair[kind].network, pair[kind].policy, data.test, device=device,
+                                            correct=correct), "correct": correct}
+    return pd.DataFrame(rows).T
+
+
+def frank_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """Frank & Ardis's main-table claims on one student: ``results`` is ``frank_table``'s."""
     d, r = results.loc["(f_D, π_D)"], results.loc["(f_R, π_R)"]
-    basis = f"binomial errors over {inputs} test inputs, one seed"
-    d_drop = frank_verdicts.accuracy_difference([(1, d["FP acc"]), (-1, d["Q acc"])], inputs, basis)
-    r_drop = frank_verdicts.accuracy_difference([(1, r["FP acc"]), (-1, r["Q acc"])], inputs, basis)
-    fp_gap = frank_verdicts.accuracy_difference([(1, d["FP acc"]), (-1, r["FP acc"])], inputs, basis)
+    basis = f"paired over {len(d['correct']['FP'])} test inputs, one seed"
+    d_drop = paired_difference(d["correct"]["FP"], d["correct"]["Q"], basis)
+    r_drop = paired_difference(r["correct"]["FP"], r["correct"]["Q"], basis)
+    fp_gap = paired_difference(d["correct"]["FP"], r["correct"]["FP"], basis)
     return pd.DataFrame([
         finding("at scale: the detrimental pair loses more than 10 points when quantized",
                 "10-65 points; ResNet-18: 24.39", d_drop, frank_verdicts.CATASTROPHIC,

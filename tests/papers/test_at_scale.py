@@ -1,6 +1,7 @@
 """The at-scale chapter's pieces: cut data, disagreement rates on two sample sizes, verdict rows."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -36,22 +37,33 @@ def test_clean_rate_uses_every_test_input_and_shifted_rates_the_first_ones(digit
     assert set(shifted["shift"]) == {"rotate", "stripe"} and (shifted.severity == 3).all()
 
 
-def _frank(d_fp: float, d_q: float, r_fp: float, r_q: float) -> pd.DataFrame:
-    return pd.DataFrame({"FP acc": [d_fp, r_fp], "Q acc": [d_q, r_q], "mean bits": [3.0, 4.0]},
-                        index=["(f_D, π_D)", "(f_R, π_R)"])
+@pytest.fixture
+def frank(right):
+    """``at_scale.frank_table``'s rows on ``n`` inputs, each network's inputs nested by accuracy."""
+    def build(d_fp: float, d_q: float, r_fp: float, r_q: float, n: int) -> pd.DataFrame:
+        return pd.DataFrame({"FP acc": [d_fp, r_fp], "Q acc": [d_q, r_q], "mean bits": [3.0, 4.0],
+                             "correct": [{"FP": right(d_fp, n), "Q": right(d_q, n)},
+                                         {"FP": right(r_fp, n), "Q": right(r_q, n)}]},
+                            index=["(f_D, π_D)", "(f_R, π_R)"])
+    return build
 
 
-def test_frank_rows_judge_the_drops_on_their_intervals():
-    rows = at_scale.frank_rows(_frank(85.0, 25.0, 85.0, 84.8), 10_000).set_index("finding")["verdict"]
+def test_frank_rows_judge_the_drops_on_their_paired_intervals(frank):
+    rows = at_scale.frank_rows(frank(85.0, 25.0, 85.0, 84.8, 10_000)).set_index("finding")["verdict"]
     assert list(rows) == ["reproduced", "reproduced", "reproduced"]
-    few = at_scale.frank_rows(_frank(85.0, 80.0, 85.0, 84.8), 1_000).set_index("finding")["verdict"]
-    assert list(few) == ["not reproduced", "inconclusive", "inconclusive"]  # 5 points is no catastrophe
+    few = at_scale.frank_rows(frank(85.0, 80.0, 85.0, 83.0, 100))
+    assert list(few.verdict) == ["not reproduced", "inconclusive", "reproduced"]  # 5 points is no catastrophe
+    assert "paired over 100 test inputs" in few["interval from"].iloc[0]
 
 
-def test_li_rows_read_activations_minus_weights_per_attacker():
-    table = pd.DataFrame({"clean": [86.0, 86.0], "white-box": [10.0, 4.0], "transfer": [5.0, 5.2]},
+def test_li_rows_read_activations_minus_weights_per_attacker(right):
+    n = 10_000
+    elsewhere = np.roll(right(5.0, n), 500)  # as accurate, on other inputs: 1,000 discordant, no difference
+    table = pd.DataFrame({"clean": [86.0, 86.0], "white-box": [10.0, 4.0], "transfer": [5.0, 5.0],
+                          "correct": [{"white-box": right(10.0, n), "transfer": right(5.0, n)},
+                                      {"white-box": right(4.0, n), "transfer": elsewhere}]},
                          index=pd.Index(["activations", "weights"], name="part"))
-    rows = at_scale.li_rows(table, 10_000, 4, Attack("pgd", "linf", 0.1))
+    rows = at_scale.li_rows(table, 4, Attack("pgd", "linf", 0.1))
     assert list(rows.verdict) == ["reproduced", "inconclusive"]
     assert "white-box PGD-linf 0.1" in rows.finding.iloc[0] and "transfer" in rows.finding.iloc[1]
 

@@ -229,24 +229,27 @@ def train_pair_cached(student: Trained, transfer: DataSplits, config: PairConfig
 
 @torch.no_grad()
 def evaluate_pair(network: QuantizedModel, policy, split: Split, seed: int = 0, batch_size: int = 512,
-                  device: str | torch.device = "cpu") -> dict[str, float]:
+                  device: str | torch.device = "cpu", correct: dict | None = None) -> dict[str, float]:
     """FP and quantized accuracy (%), their drop, and the mean width the policy executed.
 
     Learned policies act greedily (their most likely widths, projected); random ones draw
-    from ``seed``.
+    from ``seed``. A dict passed as ``correct`` receives the per-input correctness (bool arrays)
+    of the float network (``FP``) and of the quantized one under the policy (``Q``).
     """
     device = resolve_device(device)
     gen = torch.Generator().manual_seed(seed)
-    fp = q = 0
-    bits = []
+    fp_right, q_right, bits = [], [], []
     for i in range(0, len(split), batch_size):
         x, y = split.x[i:i + batch_size].to(device), split.y[i:i + batch_size].to(device)
         with network.full_precision():
-            fp += int((network(x).argmax(1) == y).sum())
+            fp_right.append((network(x).argmax(1) == y).cpu())
         step = policy.act(x, greedy=True, generator=gen)
-        q += int((run_policy(network, step, x).argmax(1) == y).sum())
+        q_right.append((run_policy(network, step, x).argmax(1) == y).cpu())
         bits.append(step.bits.float())
-    n = len(split)
+    fp_c, q_c = torch.cat(fp_right), torch.cat(q_right)
+    if correct is not None:
+        correct.update({"FP": fp_c.numpy(), "Q": q_c.numpy()})
+    fp, q, n = int(fp_c.sum()), int(q_c.sum()), len(split)
     return {"FP acc": 100 * fp / n, "Q acc": 100 * q / n, "drop": 100 * (fp - q) / n,
             "mean bits": float(torch.cat(bits).mean())}
 

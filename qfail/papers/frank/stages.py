@@ -17,9 +17,10 @@ from qfail.checks import check_range
 from qfail.data import DataSplits, load_data
 from qfail.models import build_model
 from qfail.papers.frank.pairs import KINDS, Pair, PairConfig, train_pair_cached
+from qfail.sweep import scored
 from qfail.train import TrainConfig, Trained, predict_logits
 
-__all__ = ["Setup", "setup", "train_pairs", "agreement"]
+__all__ = ["Setup", "setup", "train_pairs", "agreement", "student_scores"]
 
 
 @dataclass
@@ -61,3 +62,13 @@ def agreement(model: nn.Module, teacher: distill.BlackBox, data: DataSplits) -> 
     pred = predict_logits(model, data.test.x).argmax(1)
     return 100.0 * float((pred == teacher.query(data.test.x).argmax(1)).float().mean())
 
+
+
+def student_scores(s: Setup, device: str | torch.device = "cpu") -> dict[str, object]:
+    """The student's test accuracy and agreement with the black box and the box's accuracy (%),
+    with the per-input correctness of the student (``correct``) and of the box (``teacher
+    correct``), so that the two are compared input by input."""
+    student = scored(s.student.model, s.data.test, device)
+    box = (s.teacher.query(s.data.test.x).argmax(1) == s.data.test.y).numpy()
+    return {"accuracy (%)": student["accuracy"], "agreement with teacher (%)": agreement(s.student.model, s.teacher, s.data),
+            "teacher accuracy (%)": s.teacher_accuracy, "correct": student["correct"], "teacher correct": box}

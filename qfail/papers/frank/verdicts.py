@@ -7,19 +7,19 @@ search), ``analyses_verdicts`` the figure analyses.
 
 The pairs chapter trains every model on several seeds: its intervals are Student's t over the
 (model, seed) instances. The other two chapters run one seed; their intervals are over the test
-inputs (binomial standard errors of accuracies, Hanley-McNeil for an AUROC), as each row says.
+inputs (the student against the box paired input by input, a paired binomial bound on drops,
+Hanley-McNeil for an AUROC), as each row says.
 The bit budget is not a finding: the policy's projection guarantees it, and a test checks it.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import pandas as pd
 
-from qfail.verdict import Estimate, Rule, accuracy_error, decided_count, finding, t_interval
+from qfail.verdict import Estimate, Rule, decided_count, finding, paired_difference, t_interval
 
-__all__ = ["CATASTROPHE_POINTS", "CATASTROPHIC", "HARMLESS", "SIMILAR_FP", "DYNAMIC", "NEAR_TEACHER", "accuracy_difference",
+__all__ = ["CATASTROPHE_POINTS", "CATASTROPHIC", "HARMLESS", "SIMILAR_FP", "DYNAMIC", "NEAR_TEACHER",
            "auroc_interval", "drop_error", "distill_handoff", "pairs_verdicts", "pairs_beyond", "analyses_verdicts"]
 
 CATASTROPHE_POINTS = 10.0  # a drop of at least this many points counts as a failure (source: 10-65)
@@ -30,16 +30,6 @@ SIMILAR_FP = Rule("the float accuracies of f_D and f_R differ by less than 2 poi
 NEAR_TEACHER = Rule("the KD student is less than 2 points below the black box", high=2.0)
 ABOVE_CHANCE = Rule("the AUROC is above 0.5 (a small float margin predicts a flip)", low=0.5)
 _NO_NUMBER = "stated, no number published"
-
-
-def accuracy_difference(terms: Sequence[tuple[float, float]], inputs: int, basis: str = "") -> Estimate:
-    """sum(sign * accuracy) over ``terms`` (points), with a normal interval from the binomial error
-    of each accuracy on ``inputs`` inputs, the terms treated as independent (one seed)."""
-    value = float(sum(sign * acc for sign, acc in terms))
-    var = sum(float(accuracy_error(acc, inputs)) ** 2 for _, acc in terms)
-    half = 1.96 * math.sqrt(var)
-    return Estimate(value, value - half, value + half, basis or f"binomial errors over {inputs} test inputs, one seed",
-                    "points")
 
 
 def auroc_interval(auc: float, positives: int, negatives: int) -> Estimate:
@@ -53,10 +43,12 @@ def auroc_interval(auc: float, positives: int, negatives: int) -> Estimate:
                     f"Hanley-McNeil over {positives} flips and {negatives} other inputs, one seed", digits=2)
 
 
-def distill_handoff(curve: pd.DataFrame, teacher: str, model: str, inputs: int) -> pd.DataFrame:
-    """The KD student at the largest query budget against the teacher (one row)."""
+def distill_handoff(curve: pd.DataFrame, teacher: str, model: str) -> pd.DataFrame:
+    """The KD student at the largest query budget against the teacher (one row); ``curve`` has a
+    row per budget and student with ``stages.student_scores``'s columns."""
     best = curve[curve.student == "KD on the answers"].iloc[-1]
-    gap = accuracy_difference([(1, best["teacher accuracy (%)"]), (-1, best["accuracy (%)"])], inputs)
+    gap = paired_difference(best["teacher correct"], best["correct"],
+                            f"paired over {len(best['correct'])} test inputs, one seed")
     return pd.DataFrame([finding(
         "stage A: KD from the black box gives a white box about as accurate as the box",
         "a white-box student distilled from the black box (no number published)", gap, NEAR_TEACHER, _NO_NUMBER,

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -43,7 +44,7 @@ from qfail.sweep import PARTS, quantized
 from qfail.train import TrainConfig, Trained, example_passes
 
 __all__ = ["PIPELINES", "RECIPES", "training_configs", "Pipeline", "pipeline", "Attack", "DEFAULT_ATTACKS", "quantize_along", "transfer_set",
-           "evaluate", "surrogate_examples", "surrogate_accuracy", "autoattack_accuracy", "transfer_source", "untrained", "INITS",
+           "evaluate", "surrogate_examples", "surrogate_accuracy", "autoattack_correct", "strongest", "transfer_source", "untrained", "INITS",
            "Cell", "matrix_cells", "float_rows", "run_matrix", "qat_run"]
 
 PTQ_METHODS = ("static", "pwlq")
@@ -222,13 +223,14 @@ def _within_larger_budget(model: nn.Module, test, a: Attack, smaller: torch.Tens
 def evaluate(model: nn.Module, data: DataSplits, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
              transfer: Mapping[str, torch.Tensor] | None = None, limit: int | None = None, seed: int = 0,
              device: str | torch.device = "cpu", examples: dict[str, torch.Tensor] | None = None,
-             scored: _Scored | None = None) -> dict[str, float]:
+             scored: _Scored | None = None, correct: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Clean and robust accuracy (%) of ``model`` on the test split (first ``limit`` inputs).
 
     With a ``transfer`` set (``transfer_set`` of the float model, same ``limit``), each attack
     is also scored on the examples crafted there ("<label> transfer"): if white-box accuracy is
     much higher than transfer accuracy, the rounding hides the gradient rather than removing
-    the vulnerability. A dict passed as ``examples`` receives the white-box examples by label.
+    the vulnerability. A dict passed as ``examples`` receives the white-box examples by label, one
+    passed as ``correct`` each column's per-input correctness (for paired comparisons).
     White-box PGD keeps each input's first successful iterate (``pgd(stop_on_success=True)``):
     as strong as the last iterate, and it spends steps only on inputs still standing. Budgets of
     one PGD attack run smallest first, each on the inputs the smaller one left standing
@@ -252,6 +254,10 @@ def evaluate(model: nn.Module, data: DataSplits, attacks: Sequence[Attack] = DEF
                 raise ValueError(f"transfer has no {len(test.y)} examples for {a.label!r}; build it with "
                                  f"transfer_set(source, data, attacks, limit={limit})")
             row[f"{a.label} transfer"] = scored.accuracy(transfer[a.label])
+    if correct is not None:
+        sets = {"clean": test.x, **{a.label: crafted[a] for a in attacks},
+                **({f"{a.label} transfer": transfer[a.label] for a in attacks} if transfer is not None else {})}
+        correct.update({column: scored.correct(x).numpy() for column, x in sets.items()})
     return row
 
 
@@ -318,21 +324,31 @@ def surrogate_accuracy(qm: QuantizedModel, data: DataSplits, a: Attack, limit: i
     return accuracy_on(qm, surrogate_examples(qm, data, a, limit, seed, device), _test(data, limit).y, device=device)
 
 
-def autoattack_accuracy(model: nn.Module, data: DataSplits, a: Attack, limit: int | None = None, seed: int = 0,
-                        device: str | torch.device = "cpu", survivors: torch.Tensor | None = None) -> float:
-    """Accuracy (%) of ``model`` under AutoAttack's parameter-free attacks at ``a``'s norm and budget.
+def autoattack_correct(model: nn.Module, data: DataSplits, a: Attack, limit: int | None = None, seed: int = 0,
+                       device: str | torch.device = "cpu", survivors: torch.Tensor | None = None) -> torch.Tensor:
+    """Per input, whether ``model`` withstands AutoAttack's parameter-free attacks at ``a``'s norm
+    and budget (a bool tensor).
 
     With ``survivors`` (a mask of the inputs no earlier attacker broke) AutoAttack runs on those
-    alone, and the result is the accuracy under every attacker together: an input counts as
-    robust only if it survived them all (AutoAttack's own per-input worst case).
+    alone, and an input counts as robust only if it survived them all (AutoAttack's own
+    per-input worst case): the mask's mean is the accuracy under every attacker together.
     """
     test = _test(data, limit)
     alive = correct_on(model, test.x, test.y, device=device) if survivors is None else survivors
+    result = torch.zeros(len(test.y), dtype=torch.bool)
     idx = alive.nonzero().flatten()
-    if len(idx) == 0:
-        return 0.0
-    adv = autoattack(model, test.x[idx], test.y[idx], a.eps, a.norm, seed=seed, device=device)
-    return 100.0 * float(correct_on(model, adv, test.y[idx], device=device).sum()) / len(test.y)
+    if len(idx):
+        adv = autoattack(model, test.x[idx], test.y[idx], a.eps, a.norm, seed=seed, device=device)
+        result[idx] = correct_on(model, adv, test.y[idx], device=device)
+    return result
+
+
+def strongest(results: pd.DataFrame, views: Sequence[str]) -> pd.DataFrame:
+    """``results`` (``run_matrix``'s) with ``worst``: per cell, the lowest accuracy of ``views``
+    (the strongest attacker), whose per-input correctness joins the cell's ``correct`` as ``worst``."""
+    worst_view = results[list(views)].idxmin(axis=1)
+    correct = [{**c, "worst": c[v]} for c, v in zip(results["correct"], worst_view)]
+    return results.assign(worst=results[list(views)].min(axis=1), correct=correct)
 
 
 def float_rows(float_models: Mapping[str, Trained], data: DataSplits, attacks: Sequence[Attack] = DEFAULT_ATTACKS,
@@ -361,7 +377,8 @@ def run_matrix(cells: Sequence[Cell], float_models: Mapping[str, Trained], data:
     the white-box, transfer and surrogate attacks, i.e. the accuracy under all of them. Each row
     carries the quantization's wall time (``quant s``) and the float model's (``float s``), so a
     pipeline's cost is their sum, and the QAT run's ``example_passes`` (``QAT passes``; 0 for
-    PTQ), the same cost in a unit that does not depend on the machine. ``raw_input`` and
+    PTQ), the same cost in a unit that does not depend on the machine, and ``correct``: each
+    column's per-input correctness, for comparisons of cells input by input. ``raw_input`` and
     ``scratch_epochs``: see ``quantize_along``.
     """
     rows, models, done = [], {}, {}
@@ -374,17 +391,20 @@ def run_matrix(cells: Sequence[Cell], float_models: Mapping[str, Trained], data:
             sets = None if transfer is None else transfer[transfer_source(p.init)]
             crafted: dict[str, torch.Tensor] = {}
             scored = _Scored(qm.model, _test(data, limit).y, device)
-            result = evaluate(qm.model, data, attacks, sets, limit, seed, device, crafted, scored)
+            correct: dict[str, np.ndarray] = {}
+            result = evaluate(qm.model, data, attacks, sets, limit, seed, device, crafted, scored, correct)
             if surrogate is not None:
                 bpda = surrogate_examples(qm.model, data, surrogate, limit, seed, device)
                 result[f"{surrogate.label} surrogate"] = scored.accuracy(bpda)
+                correct[f"{surrogate.label} surrogate"] = scored.correct(bpda).numpy()
                 if autoattack:  # on what survived white-box, transfer and surrogate: all of them together
                     alive = scored.correct(crafted[surrogate.label]) & scored.correct(bpda)
                     if sets is not None:
                         alive &= scored.correct(sets[surrogate.label])
-                    result[f"{surrogate.label} AutoAttack"] = autoattack_accuracy(qm.model, data, surrogate, limit,
-                                                                                  seed, device, alive)
-            done[key] = (qm, result)
+                    survived = autoattack_correct(qm.model, data, surrogate, limit, seed, device, alive)
+                    result[f"{surrogate.label} AutoAttack"] = 100.0 * float(survived.sum()) / len(survived)
+                    correct[f"{surrogate.label} AutoAttack"] = survived.numpy()
+            done[key] = (qm, result | {"correct": correct})
         qm, result = done[key]
         models[cell] = qm
         passes = 0

@@ -6,9 +6,10 @@ falls more than ``USABLE_DROP`` points below their float model are left out of e
 model that no longer classifies is not "robust".
 
 Intervals: one seed (a second is out of the chapter's time budget), so the interval is over the
-attacked inputs: each cell's accuracy has a binomial standard error on ``inputs`` inputs, and
-the mean over matched cells takes the mean of their errors, as if the cells (which share their
-inputs) were perfectly correlated, which can only widen it.
+attacked inputs, which every cell shares: a difference is paired input by input, each input's
+difference averaged over the matched cells (:func:`qfail.verdict.paired_difference`), and a
+ratio of robust accuracies is bootstrapped over the inputs, resampling the same inputs for
+both sides.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from qfail.papers.li.pipelines import transfer_source
-from qfail.verdict import Estimate, Rule, accuracy_difference, accuracy_error, decided_count, finding
+from qfail.verdict import Estimate, Rule, bootstrap, decided_count, finding, paired_difference
 
 __all__ = ["USABLE_DROP", "GAINS", "HELPS_SOMEWHERE", "KEEPS_MOST", "paired", "difference", "ratio", "verdict_table"]
 
@@ -29,64 +30,78 @@ KEEPS_MOST = Rule("(e) keeps more than 90 % of (d)'s robust accuracy", low=90.0)
 _PAPER = "no numbers published (abstract only)"
 
 
-def paired(rows: pd.DataFrame, column: str, a: str, b: str, on: Sequence[str], value: str = "worst") -> pd.DataFrame:
-    """Rows with ``column == a`` against ``column == b``, matched on ``on``: columns ``a`` and ``b``."""
-    left = rows[rows[column] == a].set_index(list(on))[value]
-    right = rows[rows[column] == b].set_index(list(on))[value]
-    return pd.concat({a: left, b: right}, axis=1).dropna()
+def paired(rows: pd.DataFrame, column: str, a: str, b: str, on: Sequence[str], value: str = "worst",
+           correct: bool = False) -> pd.DataFrame:
+    """Rows with ``column == a`` against ``column == b``, matched on ``on``: columns ``a`` and ``b``
+    holding ``value``, or with ``correct`` the per-input correctness under the attacker ``value``
+    (from the rows' ``correct``)."""
+    def side(name: str) -> pd.Series:
+        chosen = rows[rows[column] == name].set_index(list(on))
+        return chosen["correct"].map(lambda c: c[value]) if correct else chosen[value]
+
+    return pd.concat({a: side(a), b: side(b)}, axis=1).dropna()
 
 
-def difference(pairs: pd.DataFrame, inputs: int) -> Estimate:
-    """Mean of first minus second column (points), with the conservative interval of the module doc."""
-    return accuracy_difference(pairs.iloc[:, 0].to_numpy(float), pairs.iloc[:, 1].to_numpy(float), inputs,
-                               f"{len(pairs)} matched cells x {inputs} attacked inputs, one seed")
+def _stacked(pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The two columns of correctness arrays as (cells, inputs) arrays."""
+    return np.stack(pairs.iloc[:, 0].to_list()), np.stack(pairs.iloc[:, 1].to_list())
 
 
-def ratio(pairs: pd.DataFrame, inputs: int) -> Estimate:
-    """Mean over cells of first / second column (%), delta-method interval (conservative as above)."""
-    a, b = pairs.iloc[:, 0].to_numpy(float), pairs.iloc[:, 1].to_numpy(float)
-    if pairs.empty or (b <= 0).any():
+def difference(pairs: pd.DataFrame) -> Estimate:
+    """Mean robust accuracy of the first column minus the second (points) over matched cells,
+    from per-input correctness (``paired(..., correct=True)``), paired over the inputs."""
+    if pairs.empty:
+        return Estimate(float("nan"), float("nan"), float("nan"), "no matched cells", "points")
+    a, b = _stacked(pairs)
+    return paired_difference(a, b, f"{len(pairs)} matched cells, paired over {a.shape[1]} attacked inputs, one seed")
+
+
+def ratio(pairs: pd.DataFrame) -> Estimate:
+    """Mean over matched cells of the first column's robust accuracy over the second's (%), from
+    per-input correctness, with a bootstrap over the inputs (both sides resampled alike)."""
+    if pairs.empty:
         return Estimate(float("nan"), float("nan"), float("nan"), "no matched cells with robust accuracy", "%")
-    r = a / b
-    se = r * np.sqrt((accuracy_error(a, inputs) / np.maximum(a, 1e-9)) ** 2 + (accuracy_error(b, inputs) / b) ** 2)
-    mean, half = float(100 * r.mean()), float(100 * 1.96 * se.mean())
-    return Estimate(mean, mean - half, mean + half,
-                    f"{len(pairs)} matched cells x {inputs} attacked inputs, one seed (delta method)", "%")
+    a, b = _stacked(pairs)
+    if (b.sum(axis=1) == 0).any():
+        return Estimate(float("nan"), float("nan"), float("nan"), "no matched cells with robust accuracy", "%")
+
+    def mean_ratio(idx: np.ndarray) -> float:
+        below = b[:, idx].sum(axis=1)
+        return float(100 * np.mean(a[:, idx].sum(axis=1) / below)) if (below > 0).all() else float("nan")
+
+    return bootstrap(mean_ratio, a.shape[1], f"attacked inputs ({len(pairs)} matched cells, one seed)", "%")
 
 
-def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: str, fraction: float,
-                  inputs: int) -> pd.DataFrame:
-    """The findings from ``run_matrix``'s results (with a ``worst`` column) and ``float_rows``.
-
-    ``inputs`` is how many test inputs each cell was attacked on.
-    """
+def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: str, fraction: float) -> pd.DataFrame:
+    """The findings from ``run_matrix``'s results (with ``strongest``'s ``worst``) and ``float_rows``."""
     fp_clean = float_rows.set_index("init")["clean"]
     reference = results.init.map(lambda i: fp_clean.get(transfer_source(i), float("nan")))  # random: standard's
     usable = results[results.clean >= reference - USABLE_DROP]
     low = usable[usable.bits <= 4]
     cells = ["pipeline", "method", "bits"]
-    acts_vs_w = paired(low, "part", "activations", "weights", cells)
-    white = difference(paired(low, "part", "activations", "weights", cells, main_attack), inputs)
+    acts_vs_w = paired(low, "part", "activations", "weights", cells, correct=True)
+    white = difference(paired(low, "part", "activations", "weights", cells, main_attack, correct=True))
     regimes = {
-        "PTQ": paired(usable[usable.stage == "PTQ"], "pipeline", "b", "a", ["method", "part", "bits"]),
-        "clean QAT": paired(usable[usable.stage == "clean QAT"], "pipeline", "b", "a", ["method", "part", "bits"]),
+        "PTQ": paired(usable[usable.stage == "PTQ"], "pipeline", "b", "a", ["method", "part", "bits"], correct=True),
+        "clean QAT": paired(usable[usable.stage == "clean QAT"], "pipeline", "b", "a", ["method", "part", "bits"], correct=True),
         "adversarial QAT": paired(usable[usable.stage == "adversarial QAT"], "pipeline", "d", "c",
-                                  ["method", "part", "bits"]),
+                                  ["method", "part", "bits"], correct=True),
         "clean QAT against a random initialisation": paired(usable[usable.stage.isin(["clean QAT", "QAT from scratch"])],
-                                                            "pipeline", "b", "f", ["method", "part", "bits"]),
+                                                            "pipeline", "b", "f", ["method", "part", "bits"],
+                                                            correct=True),
     }
-    regime_gains = {name: difference(pairs, inputs) for name, pairs in regimes.items() if not pairs.empty}
+    regime_gains = {name: difference(pairs) for name, pairs in regimes.items() if not pairs.empty}
     qat_ac = usable[usable.pipeline.isin(["a", "c"]) & (usable.stage != "PTQ")]
-    adv_qat = paired(qat_ac, "pipeline", "c", "a", ["method", "part", "bits"])
+    adv_qat = paired(qat_ac, "pipeline", "c", "a", ["method", "part", "bits"], correct=True)
     cost = paired(results[results.stage != "PTQ"], "pipeline", "c", "a", ["method", "part", "bits"], "QAT passes")
     de = usable[usable.pipeline.isin(["d", "e"])]
-    partial = paired(de, "pipeline", "e", "d", ["method", "part", "bits"])
+    partial = paired(de, "pipeline", "e", "d", ["method", "part", "bits"], correct=True)
     partial_cost = paired(results[results.pipeline.isin(["d", "e"])], "pipeline", "e", "d",
                           ["method", "part", "bits"], "QAT passes")
 
     bg = usable[usable.pipeline.isin(["b", "g"]) & (usable.stage == "clean QAT")]
-    clean_partial = paired(bg, "pipeline", "g", "b", ["method", "part", "bits"])
-    finding1 = difference(acts_vs_w, inputs)
+    clean_partial = paired(bg, "pipeline", "g", "b", ["method", "part", "bits"], correct=True)
+    finding1 = difference(acts_vs_w)
     per_regime = [GAINS.judge(e) for e in regime_gains.values()]
     regimes_count = decided_count(per_regime, "regimes")
     # costs in examples passed through the network (the same on every machine; the chapter shows seconds)
@@ -107,16 +122,16 @@ def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: 
                 verdict=HELPS_SOMEWHERE.judge(regimes_count) if regime_gains else "inconclusive"),
         finding("3. adversarial QAT buys robustness (compared with clean QAT from the same float model)",
                 "adversarial training in QAT offers robustness at a large computational cost",
-                difference(adv_qat, inputs), GAINS, _PAPER,
-                measured=f"(c) minus (a): {difference(adv_qat, inputs).text()}{cost_text}"),
+                difference(adv_qat), GAINS, _PAPER,
+                measured=f"(c) minus (a): {difference(adv_qat).text()}{cost_text}"),
         finding("4. from a robust model, QAT on part of the data reaches a robust quantized model",
                 "transfer learning enables robust performance with partial data",
-                ratio(partial, inputs), KEEPS_MOST, _PAPER,
-                measured=f"(e) on {fraction:.0%} of the data over (d) on all: {ratio(partial, inputs).text()} of its "
+                ratio(partial), KEEPS_MOST, _PAPER,
+                measured=f"(e) on {fraction:.0%} of the data over (d) on all: {ratio(partial).text()} of its "
                          f"robust accuracy{partial_text}"),
         finding("5. from a robust model, clean QAT on part of the data keeps most of the robustness",
                 "transfer learning enables robust performance with partial data",
-                ratio(clean_partial, inputs), Rule("(g) keeps more than 90 % of (b)'s robust accuracy", low=90.0), _PAPER,
+                ratio(clean_partial), Rule("(g) keeps more than 90 % of (b)'s robust accuracy", low=90.0), _PAPER,
                 measured=f"(g) clean QAT on {fraction:.0%} of the data over (b) clean QAT on all: "
-                         f"{ratio(clean_partial, inputs).text()} of its robust accuracy"),
+                         f"{ratio(clean_partial).text()} of its robust accuracy"),
     ])

@@ -79,10 +79,15 @@ def test_pairs_train_evaluate_and_cross(small_pairs):
     assert set(trained) == {"robust", "detrimental"}
     for kind, pair in trained.items():
         assert pair.config.kind == kind and len(pair.history) == 3 and pair.policy_evaluations == 3 * 600
+        correct = {}
         row = pairs.evaluate_pair(pair.network, trained["robust" if kind == "detrimental" else "detrimental"].policy,
-                                  s.data.test)
+                                  s.data.test, correct=correct)
         assert row["mean bits"] <= 3.0 + 1e-9 and row["FP acc"] > 50
         assert row["drop"] == pytest.approx(row["FP acc"] - row["Q acc"])
+        assert [100 * correct[k].mean() for k in ("FP", "Q")] == pytest.approx([row["FP acc"], row["Q acc"]])
+    scores = stages.student_scores(s)
+    assert 100 * scores["correct"].mean() == pytest.approx(scores["accuracy (%)"])
+    assert 100 * scores["teacher correct"].mean() == pytest.approx(scores["teacher accuracy (%)"])
     again = stages.train_pairs(s, pairs.PairConfig(rounds=3, retain_epochs=1, budget=3.0))  # from the cache
     for kind in trained:
         for a, b in zip(trained[kind].network.parameters(), again[kind].network.parameters()):

@@ -79,10 +79,12 @@ def test_analyses_inconclusive():
         ["inconclusive"] * 3
 
 
-def test_distill_handoff():
-    curve = pd.DataFrame([{"student": "KD on the answers", "queries": 2000, "teacher accuracy (%)": 97.0,
-                           "accuracy (%)": acc, "agreement with teacher (%)": 97.0} for acc in (96.8,)])
-    assert verdicts.distill_handoff(curve, "mlp", "cnn", 5000)["verdict"].iloc[0] == "reproduced"
-    assert verdicts.distill_handoff(curve.assign(**{"accuracy (%)": 80.0}), "mlp", "cnn", 5000)["verdict"].iloc[0] == \
-        "not reproduced"
-    assert verdicts.distill_handoff(curve, "mlp", "cnn", 100)["verdict"].iloc[0] == "inconclusive"
+def test_distill_handoff_pairs_the_student_with_the_box(right):
+    def curve(student: float, n: int) -> pd.DataFrame:
+        return pd.DataFrame([{"student": "KD on the answers", "queries": 2000, "teacher accuracy (%)": 97.0,
+                              "accuracy (%)": student, "agreement with teacher (%)": 97.0,
+                              "correct": right(student, n), "teacher correct": right(97.0, n)}])
+    assert verdicts.distill_handoff(curve(96.8, 5000), "mlp", "cnn")["verdict"].iloc[0] == "reproduced"
+    assert verdicts.distill_handoff(curve(80.0, 5000), "mlp", "cnn")["verdict"].iloc[0] == "not reproduced"
+    few = verdicts.distill_handoff(curve(95.0, 100), "mlp", "cnn")
+    assert few["verdict"].iloc[0] == "inconclusive" and "paired over 100 test inputs" in few["interval from"].iloc[0]

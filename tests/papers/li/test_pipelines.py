@@ -93,6 +93,12 @@ def test_run_matrix_rows_and_the_shared_pwlq_activation_cell(floats, digits):
     assert set(rows.stage) == {"PTQ", "clean QAT"} and (rows["float s"] > 0).all()
     qat = rows[rows.stage == "clean QAT"]
     assert (qat["quant s"] > 0).all() and qat["PGD-linf 0.1 surrogate"].between(0, 100).all()
+    views = ["PGD-linf 0.1", "PGD-linf 0.1 transfer", "PGD-linf 0.1 surrogate", "PGD-linf 0.1 AutoAttack"]
+    for _, row in rows.iterrows():  # each column's accuracy is the mean of its per-input correctness
+        assert [100 * row["correct"][v].mean() for v in ["clean", *views]] == pytest.approx(row[["clean", *views]].tolist())
+    worst = rb.strongest(rows, views)
+    assert worst["worst"].tolist() == rows[views].min(axis=1).tolist()
+    assert all(100 * c["worst"].mean() == pytest.approx(w) for c, w in zip(worst["correct"], worst["worst"]))
 
 
 def test_surrogate_attacks_the_network_without_its_rounding(floats, digits):

@@ -8,51 +8,63 @@ ATTACK = "PGD-linf 0.1"
 FLOAT = pd.DataFrame({"init": ["standard", "adversarial"], "clean": [99.0, 99.0]})
 
 
-def _matrix(acts=60.0, weights=20.0, robust_gain=30.0, partial=0.95, adv_gain=10.0):
-    rows = []
-    for pipeline, init, stage in [("a", "standard", "clean QAT"), ("b", "adversarial", "clean QAT"),
-                                  ("c", "standard", "adversarial QAT"), ("d", "adversarial", "adversarial QAT"),
-                                  ("e", "adversarial", "adversarial QAT"), ("f", "random", "QAT from scratch"),
-                                  ("g", "adversarial", "clean QAT")]:
-        base = {"a": 0.0, "b": robust_gain, "c": adv_gain, "d": adv_gain + robust_gain, "f": 0.0}.get(pipeline)
-        for part, value in [("activations", acts), ("weights", weights)]:
-            robust = (partial * (adv_gain + robust_gain + value) if pipeline == "e" else
-                      partial * (robust_gain + value) if pipeline == "g" else base + value)
-            rows.append({"pipeline": pipeline, "init": init, "stage": stage, "method": "PACT QAT", "part": part,
-                         "bits": 4, "clean": 98.0, ATTACK: robust, "worst": robust,
-                         "quant s": {"c": 40.0, "d": 40.0, "e": 10.0}.get(pipeline, 10.0), "float s": 5.0,
-                         "QAT passes": {"c": 6000, "d": 6000, "e": 1500}.get(pipeline, 1000)})
-    return pd.DataFrame(rows)
+@pytest.fixture
+def matrix(right):
+    """``run_matrix``'s rows after ``strongest``, with per-input correctness on ``n`` inputs."""
+    def build(acts=60.0, weights=20.0, robust_gain=30.0, partial=0.95, adv_gain=10.0, n=2000):
+        rows = []
+        for pipeline, init, stage in [("a", "standard", "clean QAT"), ("b", "adversarial", "clean QAT"),
+                                      ("c", "standard", "adversarial QAT"), ("d", "adversarial", "adversarial QAT"),
+                                      ("e", "adversarial", "adversarial QAT"), ("f", "random", "QAT from scratch"),
+                                      ("g", "adversarial", "clean QAT")]:
+            base = {"a": 0.0, "b": robust_gain, "c": adv_gain, "d": adv_gain + robust_gain, "f": 0.0}.get(pipeline)
+            for part, value in [("activations", acts), ("weights", weights)]:
+                robust = (partial * (adv_gain + robust_gain + value) if pipeline == "e" else
+                          partial * (robust_gain + value) if pipeline == "g" else base + value)
+                correct = right(robust, n)
+                rows.append({"pipeline": pipeline, "init": init, "stage": stage, "method": "PACT QAT", "part": part,
+                             "bits": 4, "clean": 98.0, ATTACK: robust, "worst": robust,
+                             "quant s": {"c": 40.0, "d": 40.0, "e": 10.0}.get(pipeline, 10.0), "float s": 5.0,
+                             "QAT passes": {"c": 6000, "d": 6000, "e": 1500}.get(pipeline, 1000),
+                             "correct": {ATTACK: correct, "worst": correct}})
+        return pd.DataFrame(rows)
+    return build
 
 
-def _verdicts(matrix, inputs=2000):
-    return verdicts.verdict_table(matrix, FLOAT, ATTACK, 0.25, inputs)["verdict"].tolist()
+def _verdicts(matrix):
+    return verdicts.verdict_table(matrix, FLOAT, ATTACK, 0.25)["verdict"].tolist()
 
 
-def test_findings_reproduce_on_a_matrix_that_shows_them():
-    assert _verdicts(_matrix()) == ["reproduced"] * 5
+def test_findings_reproduce_on_a_matrix_that_shows_them(matrix):
+    assert _verdicts(matrix()) == ["reproduced"] * 5
 
 
-def test_costs_are_told_in_examples_passed_not_seconds():
+def test_costs_are_told_in_examples_passed_not_seconds(matrix):
     """Seconds differ between machines and runs; the verdict table must not."""
-    measured = verdicts.verdict_table(_matrix(), FLOAT, ATTACK, 0.25, 2000)["measured here (95% interval)"].tolist()
+    measured = verdicts.verdict_table(matrix(), FLOAT, ATTACK, 0.25)["measured here (95% interval)"].tolist()
     assert "QAT cost x6.0 in examples passed (c over a)" in measured[2]
     assert "at 25 % of its QAT cost in examples passed" in measured[3]
 
 
-def test_findings_fail_on_a_matrix_that_contradicts_them():
-    assert _verdicts(_matrix(acts=20.0, weights=50.0, robust_gain=-5.0, partial=0.5, adv_gain=-5.0)) == \
+def test_findings_fail_on_a_matrix_that_contradicts_them(matrix):
+    assert _verdicts(matrix(acts=20.0, weights=50.0, robust_gain=-5.0, partial=0.5, adv_gain=-5.0)) == \
         ["not reproduced"] * 5
 
 
-def test_small_samples_are_inconclusive():
-    assert _verdicts(_matrix(acts=42.0, weights=40.0, robust_gain=2.0, partial=0.9, adv_gain=2.0), inputs=50) == \
+def test_small_samples_are_inconclusive(matrix):
+    assert _verdicts(matrix(acts=42.0, weights=40.0, robust_gain=2.0, partial=0.9, adv_gain=2.0, n=50)) == \
         ["inconclusive"] * 5
 
 
+def test_intervals_are_paired_over_the_attacked_inputs(matrix):
+    table = verdicts.verdict_table(matrix(n=300), FLOAT, ATTACK, 0.25)
+    assert "paired over 300 attacked inputs" in table["interval from"].iloc[0]
+    assert "bootstrap over 300 attacked inputs" in table["interval from"].iloc[3]
+
+
 @pytest.mark.parametrize("column", ["clean"])
-def test_unusable_cells_are_left_out(column):
-    matrix = _matrix()
-    matrix.loc[matrix.part == "activations", column] = 50.0  # no longer classifies
-    table = verdicts.verdict_table(matrix, FLOAT, ATTACK, 0.25, 2000)
+def test_unusable_cells_are_left_out(matrix, column):
+    rows = matrix()
+    rows.loc[rows.part == "activations", column] = 50.0  # no longer classifies
+    table = verdicts.verdict_table(rows, FLOAT, ATTACK, 0.25)
     assert table["verdict"].iloc[0] == "inconclusive" and "no matched cells" in table["interval from"].iloc[0]

@@ -61,8 +61,13 @@ class Estimate:
         return f"{f.format(self.value)} [{f.format(self.low)}, {f.format(self.high)}]{unit}"
 
 
-def t_interval(values: Iterable[float], unit: str = "", what: str = "seeds", digits: int = 1) -> Estimate:
-    """Mean of independent replicates (seeds) with Student's t interval; one replicate has none."""
+def t_interval(values: Iterable[float], unit: str = "", what: str = "seeds", digits: int = 1,
+               within: tuple[float, float, str] | None = None) -> Estimate:
+    """Mean of independent replicates (seeds) with Student's t interval; one replicate has none.
+
+    ``within`` = ``(low, high, why)``: the values the mean can take (a capped reward, say); the
+    interval is cut to them, which keeps its coverage and drops only impossible values.
+    """
     from scipy import stats
 
     x = np.asarray(list(values), dtype=float)
@@ -72,7 +77,10 @@ def t_interval(values: Iterable[float], unit: str = "", what: str = "seeds", dig
     if len(x) < 2:
         return Estimate(mean, -math.inf, math.inf, f"1 of {what}: no interval", unit, digits)
     half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return Estimate(mean, mean - half, mean + half, f"t over {len(x)} {what}", unit, digits)
+    low, high, basis = mean - half, mean + half, f"t over {len(x)} {what}"
+    if within is not None and (low < within[0] or high > within[1]):
+        low, high, basis = max(low, within[0]), min(high, within[1]), f"{basis}, cut at {within[2]}"
+    return Estimate(mean, low, high, basis, unit, digits)
 
 
 def bootstrap(statistic: Callable[[np.ndarray], float], n: int, what: str, unit: str = "", seed: int = 0,

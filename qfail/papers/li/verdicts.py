@@ -69,7 +69,7 @@ def ratio(pairs: pd.DataFrame) -> Estimate:
         below = b[:, idx].sum(axis=1)
         return float(100 * np.mean(a[:, idx].sum(axis=1) / below)) if (below > 0).all() else float("nan")
 
-    return bootstrap(mean_ratio, a.shape[1], f"attacked inputs ({len(pairs)} matched cells, one seed)", "%")
+    return bootstrap(mean_ratio, a.shape[1], f"attacked inputs ({len(pairs)} matched cells, one training seed)", "%")
 
 
 def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: str, fraction: float) -> pd.DataFrame:

@@ -33,9 +33,10 @@ if TYPE_CHECKING:  # pandas is imported where a table is built
     import pandas as pd
 
 __all__ = ["RLConfig", "Rollouts", "controller_net", "reinforce", "train_controller", "rollout", "qat_controller", "FINE_TUNE_METHODS",
-           "qat_seeds_table", "controller_table", "ENV_ID", "OBS_NAMES"]
+           "qat_seeds_table", "controller_table", "ENV_ID", "MAX_STEPS", "OBS_NAMES"]
 
 ENV_ID = "CartPole-v1"
+MAX_STEPS = 500  # CartPole-v1's episode cap: the largest reward an episode can earn
 OBS_NAMES = ("cart position", "cart velocity", "pole angle", "pole angular velocity")
 
 
@@ -60,7 +61,7 @@ class RLConfig:
     episodes: int = 8
     lr: float = 5e-3
     gamma: float = 0.99
-    max_steps: int = 500
+    max_steps: int = MAX_STEPS
     solved_after: int = 3
     seed: int = 0
 
@@ -220,7 +221,7 @@ class Rollouts:
 
 
 @torch.inference_mode()
-def rollout(net: nn.Module, episodes: int = 20, seed: int = 0, max_steps: int = 500) -> Rollouts:
+def rollout(net: nn.Module, episodes: int = 20, seed: int = 0, max_steps: int = MAX_STEPS) -> Rollouts:
     """Play ``episodes`` greedy episodes (env seeds ``seed, seed+1, ...``) in lock step.
 
     ``decide`` runs one forward pass for all running episodes, or one state per call where the
@@ -314,7 +315,7 @@ def qat_seeds_table(source: Trained, bits: int, reference: Rollouts, seeds: Sequ
         model = qat_controller(source, bits, reference.states, method=method, updates=updates, seed=seed).model
         played = rollout(model, episodes, seed=eval_seed)
         rows.append({"QAT seed": seed, "reward mean": played.mean, "reward std": played.std,
-                     "agreement with FP (%)": _agreement(model, reference)})
+                     "agreement with FP (%)": _agreement(model, reference), "reward cap": MAX_STEPS})
     return pd.DataFrame(rows).set_index("QAT seed")
 
 

@@ -34,8 +34,11 @@ def _qat_ratio(table: pd.DataFrame, runs: pd.DataFrame | None, top: int, episode
     seed) where there are two or more, else over the episodes of the table's one run."""
     if runs is None or len(runs) < 2:
         return _reward_ratio(table, f"QAT {top}-bit", episodes), None
-    ratios = 100 * runs["reward mean"] / table.loc["FP32", "reward mean"]
-    estimate = t_interval(ratios, unit="% of FP", what="QAT seeds")
+    fp = table.loc["FP32", "reward mean"]
+    ratios = 100 * runs["reward mean"] / fp
+    cap = float(runs["reward cap"].iloc[0])
+    estimate = t_interval(ratios, unit="% of FP", what="QAT seeds",
+                          within=(0.0, 100 * cap / fp, f"the {cap:g}-step cap"))
     kept = sum(KEEPS_REWARD.holds_at(r) for r in ratios)
     return estimate, f"{estimate.text()}; {kept} of {len(runs)} QAT runs above {KEEPS_REWARD.low:g} % of FP"
 

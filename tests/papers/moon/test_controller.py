@@ -58,6 +58,7 @@ def test_qat_seeds_table_scores_each_seed_on_the_same_episodes(trained, policy):
     run = rl.rollout(policy, 1, seed=3)
     runs = rl.qat_seeds_table(trained, 4, run, [0, 1], episodes=2, eval_seed=7, updates=2)
     assert list(runs.index) == [0, 1] and runs.index.name == "QAT seed"
+    assert (runs["reward cap"] == rl.MAX_STEPS).all()  # rollout's cap: what the verdict cuts its interval at
     for seed in (0, 1):  # the run of each seed, from the cache, scored as controller_table scores it
         model = rl.qat_controller(trained, 4, run.states, updates=2, seed=seed).model
         row = rl.controller_table({"QAT": model}, run, episodes=2, seed=7).loc["QAT"]

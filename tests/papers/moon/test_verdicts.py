@@ -47,15 +47,27 @@ def test_agreement_row(agreement, outcome):
                                               ((480, 300, 500), "inconclusive")])
 def test_qat_row_is_judged_over_the_qat_seeds(rewards, outcome):
     """The table's own QAT row (99 % of FP over its episodes) decides nothing once two or more runs are given."""
-    runs = pd.DataFrame({"reward mean": rewards}, index=pd.Index([0, 1, 2], name="QAT seed"))
+    runs = pd.DataFrame({"reward mean": rewards, "reward cap": 500}, index=pd.Index([0, 1, 2], name="QAT seed"))
     table, inn, sweep = _tables()
     row = verdicts.verdict_table(table, inn, sweep, [8, 2], [0.01], 20, 2000, runs).iloc[1]
-    assert row["verdict"] == outcome and row["interval from"] == "t over 3 QAT seeds"
+    assert row["verdict"] == outcome and row["interval from"].startswith("t over 3 QAT seeds")
     kept = sum(r > 475 for r in rewards)
     assert row["measured here (95% interval)"].endswith(f"; {kept} of 3 QAT runs above 95 % of FP")
+    assert row["estimate"]["high"] <= 100  # no controller earns more than the 500-step cap, FP's reward here
+
+
+def _qat_row(rewards):
+    runs = pd.DataFrame({"reward mean": rewards, "reward cap": 500}, index=pd.Index(range(len(rewards)), name="QAT seed"))
+    return verdicts.verdict_table(*_tables(), [8, 2], [0.01], 20, 2000, runs).iloc[1]
+
+
+def test_the_qat_interval_is_cut_at_the_reward_cap_only_where_it_passes_it():
+    cut = _qat_row([480.0, 300.0, 500.0])
+    assert cut["interval from"] == "t over 3 QAT seeds, cut at the 500-step cap" and cut["estimate"]["high"] == 100
+    assert _qat_row([300.0, 250.0, 350.0])["interval from"] == "t over 3 QAT seeds"
 
 
 def test_one_qat_run_keeps_the_episode_interval():
-    runs = pd.DataFrame({"reward mean": [100.0]}, index=pd.Index([0], name="QAT seed"))
+    runs = pd.DataFrame({"reward mean": [100.0], "reward cap": 500}, index=pd.Index([0], name="QAT seed"))
     row = verdicts.verdict_table(*_tables(), [8, 2], [0.01], 20, 2000, runs).iloc[1]
     assert row["interval from"].startswith("bootstrap over 20 episodes") and row["verdict"] == "reproduced"

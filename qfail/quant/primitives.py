@@ -93,6 +93,37 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -
     return (q - zero_point) * scale
 
 
+class _PerTensorSTE(torch.autograd.Function):
+    """``torch.fake_quantize_per_tensor_affine`` bit for bit, forward and backward, in vectorized
+    passes: torch's CPU kernel is a scalar loop around ``std::nearbyint``, about 5x slower on a
+    chapter's activations than the same arithmetic here (benchmarks/run_all.py).
+
+    The kernel computes ``code = z + nearbyint(x * (1.0f / s))`` and returns
+    ``(clamp(code, q_min, q_max) - z) * s`` with the mask ``q_min <= code <= q_max``. In float32
+    the same: the reciprocal is float32, ``round`` rounds half to even as ``nearbyint`` does,
+    adding the integer ``z`` is exact below 2^24 (and turns a rounded -0 into +0, as the kernel's
+    integer code has no sign of zero), and ``k * s`` for a small integer k rounds as the kernel's
+    double product does; the gradient multiplies by a mask of 1.0 and 0.0, as torch's backward
+    multiplies by its bool mask. ``tests/quant/test_primitives.py`` checks the bits, ties included.
+    They agree wherever the kernel's int64 code is defined (``|x / s| < 2^63``); beyond it the
+    kernel's cast is undefined behaviour (on x86, +inf lands on ``q_min``), here it clamps.
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, q_min, q_max):  # noqa: D401
+        code = torch.mul(x, torch.reciprocal(scale)).round_().add_(zero_point)
+        kept = code.clamp(q_min, q_max)
+        # the mask in float, 1 inside the grid and 0 outside: a code outside lies at least 1 from its
+        # clamped value (both are integers). Comparisons into bool and grad * bool cost 3x as much
+        ctx.save_for_backward(code.sub_(kept).abs_().neg_().add_(1.0).clamp_(min=0.0))
+        return kept.sub_(zero_point).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (inside,) = ctx.saved_tensors
+        return grad_out * inside, None, None, None, None
+
+
 class _FakeQuantizeSTE(torch.autograd.Function):
     """dequantize(quantize(x)) forward; clipped straight-through gradient backward."""
 
@@ -113,10 +144,10 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
                   q_min, q_max) -> torch.Tensor:
     """Simulated quantization with the clipped STE.
 
-    Without autograd it is the plain formula computed in place (no mask is built, which is why
-    it runs about 2.5x faster than ``torch.fake_quantize_per_tensor_affine``, see benchmarks/).
-    With autograd, per-tensor and per-channel grids use torch's fused kernels, whose gradient is
-    the same clipped STE; other shapes (per-sample bits) use :class:`_FakeQuantizeSTE`.
+    Without autograd it is the plain formula computed in place (no mask is built). With
+    autograd, a per-tensor grid runs :class:`_PerTensorSTE` (torch's fused per-tensor arithmetic,
+    vectorized), a per-channel grid torch's fused kernel, whose gradient is the same clipped STE;
+    other shapes (per-sample bits) use :class:`_FakeQuantizeSTE`.
     """
     if torch.is_grad_enabled() and x.requires_grad:
         fused = _fused(x, scale, zero_point, q_min, q_max)
@@ -130,13 +161,13 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
 
 
 def _fused(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q_min, q_max) -> torch.Tensor | None:
-    """torch's fused fake-quant (forward and STE backward) where its semantics fit, else None."""
+    """torch's fused fake-quant (forward and STE backward) where its semantics fit, else None;
+    per tensor, its arithmetic in :class:`_PerTensorSTE`."""
     if isinstance(q_min, torch.Tensor) or x.dtype != torch.float32 or scale.requires_grad:
         return None
     scale, zero_point = scale.detach().float(), zero_point.detach()
-    if scale.numel() == 1:
-        return torch.fake_quantize_per_tensor_affine(x, scale.reshape(()), zero_point.reshape(()).int(),
-                                                     int(q_min), int(q_max))
+    if scale.numel() == 1:  # the kernel takes an integer zero point: .int() as torch's op is given it
+        return _PerTensorSTE.apply(x, scale.reshape(()), zero_point.reshape(()).int().float(), int(q_min), int(q_max))
     axes = [d for d, n in enumerate(scale.shape) if n != 1]
     if len(axes) == 1 and scale.dim() == x.dim() and scale.shape[axes[0]] == x.shape[axes[0]]:
         return torch.fake_quantize_per_channel_affine(x, scale.flatten(), zero_point.flatten().int(), axes[0],

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from qfail.quant import PACT, Observer, fake_quantize_tensor, pwlq_quantize
+from qfail.quant import PACT, Observer, fake_quantize_tensor, pact_quantize, pwlq_quantize
 
 
 def test_observers_range(gen):
@@ -29,6 +29,38 @@ def test_pact_forward_and_alpha_gradient():
     y.sum().backward()
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
     assert pact.alpha.grad.item() == 2.0  # two elements at or above alpha
+
+
+def _pact_equations(x, alpha, bits, grad):
+    """PACT's eqs. 1-3 written out: the output, dy/dx and dy/dalpha (what qfail's masks must equal)."""
+    y = torch.minimum(torch.clamp(x, min=0.0), alpha)
+    scale = alpha / (2.0 ** bits - 1)
+    return (torch.round(y / scale) * scale, grad * ((x >= 0) & (x <= alpha)),
+            (grad * (x >= alpha)).sum().reshape(alpha.shape))
+
+
+@pytest.mark.parametrize("alpha", [2.5, 1e-3, 0.0, -1.0])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_pact_is_its_equations_bit_for_bit(gen, alpha, bits):
+    """Outputs and both gradients, on channels-last activations with values planted at 0, -0 and
+    alpha and beside them; alpha <= 0 (which training could reach) takes the comparisons."""
+    x = torch.randn(32, 8, 6, 6, generator=gen) * 2
+    a = torch.tensor(alpha)
+    edges = torch.tensor([0.0, -0.0, alpha])
+    x.view(-1)[:9] = torch.cat([edges, torch.nextafter(edges, edges + 1), torch.nextafter(edges, edges - 1)])
+    x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(x.shape, generator=gen)
+    xg, ag = x.clone().requires_grad_(True), a.clone().requires_grad_(True)
+    out = pact_quantize(xg, ag, bits)
+    out.backward(grad)
+    ref, ref_x, ref_alpha = _pact_equations(x, a, bits, grad)
+    for ours, expected in ((out.detach(), ref), (xg.grad, ref_x), (ag.grad, ref_alpha)):
+        assert torch.equal(ours.view(torch.int32), expected.view(torch.int32))
+    with torch.no_grad():  # no mask is built without autograd, and the output is the same
+        assert torch.equal(pact_quantize(x, a, bits).view(torch.int32), ref.view(torch.int32))
+    alone = x.clone().requires_grad_(True)  # a gradient for x only: no mask for alpha
+    pact_quantize(alone, a, bits).backward(grad)
+    assert torch.equal(alone.grad.view(torch.int32), ref_x.view(torch.int32))
 
 
 def test_pact_alpha_learns_to_cover_data():

@@ -76,6 +76,33 @@ def test_matches_torch_fake_quantize(gen):
     assert (ours - ref).abs().max() <= float(s) * 1.0001
 
 
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("after_relu", [False, True])
+def test_autograd_path_is_torch_fused_op_bit_for_bit(gen, bits, channels_last, after_relu):
+    """qfail's vectorized per-tensor STE computes torch's fused op's outputs and gradients exactly,
+    on the rounding ties too (inputs planted at (k + 1/2) s and at its float neighbours), and
+    after a ReLU (z = 0), where small negative values round to -0 and the op returns +0."""
+    x = torch.randn(64, 8, 16, 16, generator=gen) * 2
+    if after_relu:
+        x = x.clamp(min=-1e-4)
+    s, z = (t.reshape(()) for t in _qparams(x * 0.7, bits, "asymmetric"))  # some values clip
+    assert (z == 0) == after_relu
+    ties = (torch.arange(-3, 2 ** bits + 3, dtype=torch.float32) + 0.5) * s
+    planted = torch.cat([ties, torch.nextafter(ties, ties + 1), torch.nextafter(ties, ties - 1), -ties * 0])
+    x.view(-1)[: planted.numel()] = planted
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(x.shape, generator=gen)
+    ours, ref = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out = fake_quantize(ours, s, z, 0, 2 ** bits - 1)
+    expected = torch.fake_quantize_per_tensor_affine(ref, s, z.int(), 0, 2 ** bits - 1)
+    out.backward(grad)
+    expected.backward(grad)
+    assert torch.equal(out.detach().view(torch.int32), expected.detach().view(torch.int32))  # -0 vs +0 too
+    assert torch.equal(ours.grad.view(torch.int32), ref.grad.view(torch.int32))
+
+
 def test_ste_gradient_is_zero_outside_clip_range():
     x = torch.tensor([-2.0, -0.5, 0.0, 0.3, 0.9, 3.0], requires_grad=True)
     s, z = torch.tensor(1 / 15), torch.tensor(0.0)

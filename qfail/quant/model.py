@@ -116,6 +116,7 @@ class QuantLayer(nn.Module):
         if config.act_mode == "pact":
             self.pact_alpha = nn.Parameter(torch.tensor(float(config.pact_init_alpha)))
         self._wq_cache: tuple | None = None
+        self._act_cache: tuple | None = None
 
     def set_bits(self, weight_bits: int, act_bits: int) -> None:
         self.weight_bits = check_bits("weight_bits", weight_bits)
@@ -182,9 +183,23 @@ class QuantLayer(nn.Module):
             self._track_range(x)
         if not self.calibrated:
             raise RuntimeError("static activation quantization needs calibrate() before use")
-        scale, zp = choose_qparams(self.act_lo, self.act_hi, bits, self.config.act_scheme)
-        q_min, q_max = integer_levels(bits, self.config.act_scheme)
-        return fake_quantize(x, scale, zp, q_min, q_max)
+        return fake_quantize(x, *self._static_grid(bits))
+
+    def _static_grid(self, bits: int | torch.Tensor) -> tuple:
+        """``(scale, zero_point, q_min, q_max)`` of the calibrated range at ``bits``, computed once
+        per range: on a controller's 64 units the ten small tensor ops of ``choose_qparams`` cost
+        more than the layer's arithmetic, and the range changes only where calibration or a
+        training step writes it (in place, which moves its version counter). The cache holds the
+        range tensors themselves, so one that ``.to()`` replaces is never mistaken for its successor."""
+        scheme = self.config.act_scheme
+        if isinstance(bits, torch.Tensor):  # per-sample bits: a grid per input, nothing to keep
+            return (*choose_qparams(self.act_lo, self.act_hi, bits, scheme), *integer_levels(bits, scheme))
+        state = (self.act_lo._version, self.act_hi._version, bits, scheme)
+        cached = self._act_cache
+        if cached is None or cached[0] is not self.act_lo or cached[1] is not self.act_hi or cached[2] != state:
+            grid = (*choose_qparams(self.act_lo, self.act_hi, bits, scheme), *integer_levels(bits, scheme))
+            self._act_cache = cached = (self.act_lo, self.act_hi, state, grid)
+        return cached[3]
 
     def _clip_only(self, x: torch.Tensor, mode: str) -> torch.Tensor:
         """The activation quantizer without its rounding: the clipping alone (identity for dynamic
@@ -195,8 +210,7 @@ class QuantLayer(nn.Module):
             return x
         if not self.calibrated:
             raise RuntimeError("static activation quantization needs calibrate() before use")
-        scale, zp = choose_qparams(self.act_lo, self.act_hi, self._act_bits(x), self.config.act_scheme)
-        q_min, q_max = integer_levels(self._act_bits(x), self.config.act_scheme)
+        scale, zp, q_min, q_max = self._static_grid(self._act_bits(x))
         return torch.maximum(torch.minimum(x, scale * (q_max - zp)), scale * (q_min - zp))
 
     def _track_range(self, x: torch.Tensor) -> None:

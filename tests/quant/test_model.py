@@ -98,6 +98,44 @@ def test_qat_improves_low_bit_accuracy(trained_cnn, digits):
     assert qfail.accuracy(qm, digits.val) > before + 10
 
 
+def test_static_activation_grid_follows_every_change_of_its_range(trained_cnn, digits):
+    """The kept (scale, zero point) of a static layer are what choose_qparams gives for the range
+    it has now: after a QAT step moves it, after load_state_dict, at other bits, after a move."""
+    from qfail.quant import choose_qparams
+
+    x = digits.train.x[:64]
+    qm = quantize_model(trained_cnn, qfail.quant.qat_config(), (8, 4), calibration=[x])
+    layer = qm.layers["features.4"]
+
+    def kept_is_fresh(bits):
+        scale, zp = choose_qparams(layer.act_lo, layer.act_hi, bits, layer.config.act_scheme)
+        kept = layer._static_grid(bits)
+        return torch.equal(kept[0], scale) and torch.equal(kept[1], zp)
+
+    qm.eval()(x)
+    assert kept_is_fresh(4)
+    before = layer._static_grid(4)[0].clone()
+    qm.train()
+    loss = nn.functional.cross_entropy(qm(x), digits.train.y[:64])  # a training forward moves the range (EMA)
+    loss.backward()
+    assert kept_is_fresh(4) and not torch.equal(layer._static_grid(4)[0], before)
+    state = {k: v.clone() for k, v in qm.state_dict().items()}
+    layer.act_hi.mul_(2)
+    assert kept_is_fresh(4)
+    qm.load_state_dict(state)
+    assert kept_is_fresh(4) and kept_is_fresh(2) and kept_is_fresh(4)
+    old_lo = layer.act_lo
+    qm.to(torch.float64).to(torch.float32)  # new buffers with new version counters, maybe at freed addresses
+    assert layer.act_lo is not old_lo and kept_is_fresh(4)
+    lo, hi = torch.tensor(-1.0), torch.tensor(3.0)  # other ranges whose version counters equal the kept ones
+    for fresh, current in ((lo, layer.act_lo), (hi, layer.act_hi)):
+        while fresh._version < current._version:
+            fresh.add_(0.0)
+    assert (lo._version, hi._version) == (layer.act_lo._version, layer.act_hi._version)
+    layer.act_lo, layer.act_hi = lo, hi
+    assert kept_is_fresh(4)
+
+
 def test_static_needs_calibration(trained_cnn, digits):
     qm = quantize_model(trained_cnn, QuantConfig(), (8, 8))
     with pytest.raises(RuntimeError, match="calibrate"):

@@ -2,7 +2,8 @@
 
 1. Fake quantization of 4M float32 values: qfail vs torch's fused ops
    (``torch.fake_quantize_per_tensor_affine`` / ``per_channel_affine``), 4 and 8 bits,
-   inference (no autograd) and forward+backward. Goal: qfail/torch <= 1.1.
+   inference (no autograd) and forward+backward, and forward+backward on one activation of a
+   chapter's ResNet (qfail computes the fused op's bits, vectorized). Goal: qfail/torch <= 1.1.
 1b. The same against ``torch.compile`` of the formula: compile time, per-call times on three
    tensor sizes and the calls that would repay the compile.
 2. Real INT8 (``qfail.quant.int8_dynamic``, x86 engine) vs FP32 on a Linear-heavy MLP
@@ -70,6 +71,15 @@ def fake_quant_rows() -> list[tuple]:
             torch.fake_quantize_per_tensor_affine(xg, s_f, z_i, r.q_min, r.q_max).backward(g)
 
         rows.append((f"per-tensor {bits}-bit, forward+backward", *paired_ms(ours_fb, ref_fb, 15)))
+    # what a chapter's PGD step and QAT quantize: one ResNet activation, channels-last, batch 200
+    act = torch.randn(200, 8, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    r = qrange(4, "asymmetric")
+    s, z = choose_qparams(act.min().detach(), act.max().detach(), 4)
+    g = torch.ones_like(act)
+    rows.append(("activation 200x8x16x16, 4-bit, fwd+bwd",
+                 *paired_ms(lambda: fake_quantize(act, s, z, r.q_min, r.q_max).backward(g),
+                            lambda: torch.fake_quantize_per_tensor_affine(act, s, z.int(), r.q_min, r.q_max).backward(g),
+                            100)))
     return rows
 
 

@@ -50,7 +50,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/verify_bench.py
 	$(PY) benchmarks/attack_bench.py
 	@test -f _build/build-report.json && $(PY) -c "import json; r = json.load(open('_build/build-report.json')); \
-	  print('last book build (s):', r['build seconds'], 'on', r.get('machine', 'an unnamed machine')); [print(f'  {k:<16} {v:>7.1f}') for k, v in r['chapters'].items()]" || true
+	  print('last book build:', r['build seconds'], 's on', r.get('machine', 'an unnamed machine') + '; seconds per chapter when it last ran:'); [print(f'  {k:<16} {v:>7.1f}') for k, v in r['chapters'].items()]" || true
 
 clean:
 	rm -rf _build .cache runs

@@ -15,6 +15,13 @@ from qfail.checks import check_range
 __all__ = ["pact_quantize", "PACT"]
 
 
+def _clip_and_round(x: torch.Tensor, alpha: torch.Tensor, levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eqs. 1 and 2: the clipped ``y`` and its quantized copy (a new tensor each)."""
+    y = torch.minimum(torch.clamp(x, min=0.0), alpha)
+    scale = alpha / levels
+    return y, torch.div(y, scale).round_().mul_(scale)
+
+
 class _PACTFunction(torch.autograd.Function):
     """Eqs. 1-3 with the gradient masks held as 1.0 / 0.0 floats, built only for the inputs that
     need a gradient: on the CPU a comparison into bool and a product with a bool mask cost about
@@ -26,19 +33,17 @@ class _PACTFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, alpha, levels):
-        y = torch.clamp(x, min=0.0)
-        y = torch.minimum(y, alpha, out=y)
+        y, out = _clip_and_round(x, alpha, levels)
         grad_x, grad_alpha = ctx.needs_input_grad[:2]
         if float(alpha) > 0:
             inside = torch.sub(x, y).abs_().sign_().neg_().add_(1.0) if grad_x else None
-            above = torch.sub(y, alpha).sign_().add_(1.0) if grad_alpha else None
+            above = y.sub_(alpha).sign_().add_(1.0) if grad_alpha else None
         else:
             inside = ((x >= 0) & (x <= alpha)).to(x.dtype) if grad_x else None
             above = (x >= alpha).to(x.dtype) if grad_alpha else None
         ctx.save_for_backward(inside, above)
         ctx.alpha_shape = alpha.shape
-        scale = alpha / levels
-        return y.div_(scale).round_().mul_(scale)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -49,8 +54,14 @@ class _PACTFunction(torch.autograd.Function):
 
 
 def pact_quantize(x: torch.Tensor, alpha: torch.Tensor, bits: int | torch.Tensor) -> torch.Tensor:
-    """PACT-quantize ``x`` on ``bits`` bits with clipping level ``alpha`` (a 0-d tensor)."""
+    """PACT-quantize ``x`` on ``bits`` bits with clipping level ``alpha`` (a 0-d tensor).
+
+    Where no graph is recorded (``no_grad``, or neither input needs a gradient) no mask is built:
+    an autograd function is told which inputs require a gradient, not whether one will be taken.
+    """
     levels = (2.0 ** torch.as_tensor(bits, dtype=x.dtype, device=x.device)) - 1
+    if not (torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad)):
+        return _clip_and_round(x, alpha, levels)[1]
     return _PACTFunction.apply(x, alpha, levels)
 
 

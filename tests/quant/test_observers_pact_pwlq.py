@@ -56,7 +56,7 @@ def test_pact_is_its_equations_bit_for_bit(gen, alpha, bits):
     ref, ref_x, ref_alpha = _pact_equations(x, a, bits, grad)
     for ours, expected in ((out.detach(), ref), (xg.grad, ref_x), (ag.grad, ref_alpha)):
         assert torch.equal(ours.view(torch.int32), expected.view(torch.int32))
-    with torch.no_grad():  # no mask is built without autograd, and the output is the same
+    with torch.no_grad():  # the path without a graph (and without masks) gives the same output
         assert torch.equal(pact_quantize(x, a, bits).view(torch.int32), ref.view(torch.int32))
     alone = x.clone().requires_grad_(True)  # a gradient for x only: no mask for alpha
     pact_quantize(alone, a, bits).backward(grad)

@@ -126,7 +126,7 @@ def int8_rows() -> tuple[float, float, float, float]:
 
 
 def main() -> None:
-    machine.configure(threads=2)  # as a chapter runs, on both cores (both sides of every ratio share it)
+    machine.configure(threads=2)  # both cores; a chapter runs on one, two at a time. Both sides of a ratio share it
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("1. fake quantization of 4.19M float32 values (ms per call; goal qfail/torch <= 1.10)")
     print(f"{'case':40s} {'qfail':>8s} {'torch':>8s} {'ratio':>7s}")

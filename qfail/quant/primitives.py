@@ -93,6 +93,13 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -
     return (q - zero_point) * scale
 
 
+def _inside_mask(code: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """The clipped STE's mask in float, 1.0 inside the grid and 0.0 outside, computed in ``code``'s
+    storage: a code outside lies at least 1 from its clamped value ``kept`` (both are integers).
+    Comparisons into bool and ``grad * bool`` cost 3x a float pass; the products are the same bits."""
+    return code.sub_(kept).abs_().neg_().add_(1.0).clamp_(min=0.0)
+
+
 class _PerTensorSTE(torch.autograd.Function):
     """``torch.fake_quantize_per_tensor_affine`` bit for bit, forward and backward, in vectorized
     passes: torch's CPU kernel is a scalar loop around ``std::nearbyint``, about 5x slower on a
@@ -113,9 +120,7 @@ class _PerTensorSTE(torch.autograd.Function):
     def forward(ctx, x, scale, zero_point, q_min, q_max):  # noqa: D401
         code = torch.mul(x, torch.reciprocal(scale)).round_().add_(zero_point)
         kept = code.clamp(q_min, q_max)
-        # the mask in float, 1 inside the grid and 0 outside: a code outside lies at least 1 from its
-        # clamped value (both are integers). Comparisons into bool and grad * bool cost 3x as much
-        ctx.save_for_backward(code.sub_(kept).abs_().neg_().add_(1.0).clamp_(min=0.0))
+        ctx.save_for_backward(_inside_mask(code, kept))
         return kept.sub_(zero_point).mul_(scale)
 
     @staticmethod
@@ -130,9 +135,9 @@ class _FakeQuantizeSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, scale, zero_point, q_min, q_max):  # noqa: D401
         code = torch.round(x / scale) + zero_point
-        inside = (code >= q_min) & (code <= q_max)
-        ctx.save_for_backward(inside)
-        return (torch.clamp(code, q_min, q_max) - zero_point) * scale
+        kept = torch.clamp(code, q_min, q_max)
+        ctx.save_for_backward(_inside_mask(code, kept))
+        return (kept - zero_point) * scale
 
     @staticmethod
     def backward(ctx, grad_out):

@@ -3,15 +3,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qfail.quant import (
-    choose_qparams,
-    dequantize,
-    fake_quantize,
-    fake_quantize_tensor,
-    integer_levels,
-    qrange,
-    quantize,
-)
+from qfail.quant import choose_qparams, dequantize, fake_quantize, fake_quantize_tensor, qrange, quantize
+from qfail.quant.primitives import integer_levels
 
 BITS = [2, 3, 4, 8, 16]
 

@@ -15,7 +15,9 @@ unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: book test bench clean
 
-UV     := $(VENV)/bin/uv pip install --quiet --python $(PY)
+# --compile-bytecode: the .pyc files are written once, at install, in parallel, instead of by the
+# first chapter kernels and test workers, each compiling torch's modules as it imports them
+UV     := $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY)
 
 # uv (from PyPI) downloads and unpacks the ~5 GB of torch's CUDA wheels in parallel: about a
 # minute on a fresh machine, against nearly three with pip

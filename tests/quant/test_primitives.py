@@ -130,13 +130,14 @@ def test_tensor_bits_per_sample(gen):
         assert len(out[i].unique()) <= 2 ** b
 
 
-
 def test_per_sample_bits_pass_the_gradient_inside_each_samples_grid_only(gen):
     """The general STE (bits a tensor, one per sample): the gradient is the upstream gradient where
     a sample's code lies on its own grid and exactly 0 where it was clipped, -0 and ties included."""
-    x = (torch.randn(4, 300, generator=gen) * 3).requires_grad_()
     bits = torch.tensor([2.0, 3.0, 8.0, 32.0]).reshape(4, 1)
     scale, zero_point = torch.tensor([[0.5], [0.25], [0.01], [1e-3]]), torch.tensor([[1.0], [3.0], [128.0], [0.0]])
+    x = torch.randn(4, 300, generator=gen) * 3
+    x[:, ::11] = (torch.arange(-14, 14).float() + 0.5) * scale  # ties, rounded half to even
+    x.requires_grad_()
     q_min, q_max = integer_levels(bits, "asymmetric")
     out = fake_quantize(x, scale, zero_point, q_min, q_max)
     upstream = torch.randn(4, 300, generator=gen)
@@ -148,6 +149,7 @@ def test_per_sample_bits_pass_the_gradient_inside_each_samples_grid_only(gen):
     expected = torch.where(inside, upstream, upstream * 0.0)
     assert torch.equal(x.grad.view(torch.int32), expected.view(torch.int32))
     assert torch.equal(out.detach(), (torch.clamp(code, q_min, q_max) - zero_point) * scale)
+
 
 def test_full_precision_is_passthrough(gen):
     x = torch.randn(10, generator=gen)

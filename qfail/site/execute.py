@@ -102,7 +102,14 @@ def _expected_seconds(root: Path) -> dict[str, float]:
 def chapter_pool(workers: int) -> ProcessPoolExecutor:
     """Processes that run chapters, spawned rather than forked: the caller has threads (npm's
     download beside the build, a test runner's), and a fork copies into the child any lock one of
-    them holds at that moment, with no thread left to release it (a run then hangs or dies)."""
+    them holds at that moment, with no thread left to release it (a run then hangs or dies).
+
+    The kernel server starts first (:mod:`qfail.site.warm_start`): it imports what chapters
+    import while the workers start, and every worker forks its kernels from it."""
+    from qfail.site import warm_start
+
+    if warm_start.enabled(os.environ):
+        warm_start.kernel_server(dict(os.environ))
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 

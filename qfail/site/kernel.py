@@ -98,6 +98,16 @@ class SlicedKernelManager(AsyncKernelManager):
     def _ip_default(self) -> str:
         return unix_socket_prefix() if self.transport == "ipc" else super()._ip_default()
 
+    async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
+        """Start kernels through :class:`~qfail.site.warm_start.ForkProvisioner` (it forks the
+        kernel where it can, and launches it as jupyter_client does where not)."""
+        if self.provisioner is None and not (self.kernel_spec.metadata or {}).get("kernel_provisioner"):
+            from qfail.site.warm_start import ForkProvisioner
+
+            self.kernel_id = self.kernel_id or kw.pop("kernel_id", str(uuid.uuid4()))
+            self.provisioner = ForkProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self)
+        return await super()._async_pre_start_kernel(**kw)
+
 
 def unix_socket_prefix() -> str:
     """A fresh absolute path prefix for a kernel's Unix sockets (``<prefix>-1`` ...; a socket's

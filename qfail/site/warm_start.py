@@ -36,6 +36,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -118,7 +119,8 @@ def serve(listen_fd: int) -> None:
         if 0 in readable and not os.read(0, 1):
             for pid in kernels:
                 _kill(pid)
-            os.unlink(listener.getsockname())
+            if sys.platform != "linux":
+                os.unlink(listener.getsockname())
             return
         if wake_r in readable:
             os.read(wake_r, 4096)
@@ -128,6 +130,9 @@ def serve(listen_fd: int) -> None:
                     _try_send(owner, {"exit": [pid, code]})
         if listener in readable:
             client, _ = listener.accept()
+            if not _same_user(client):
+                client.close()  # whoever connects may run code as this user: only this user may
+                continue
             clients[client] = _Lines(client)
             _try_send(client, {"env": start_env})
         for client in [c for c in readable if c in clients]:
@@ -141,6 +146,15 @@ def serve(listen_fd: int) -> None:
                     _become_kernel(request, imported_env, launcher, [listener, *clients], (wake_r, wake_w))
                 kernels[pid] = client
                 _try_send(client, {"pid": pid})
+
+
+def _same_user(client: socket.socket) -> bool:
+    """Whether the process at the other end runs as this user (Linux's abstract sockets have no
+    file permissions to say so; elsewhere the socket's file is this user's alone)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    _, uid, _ = struct.unpack("3i", client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid == os.getuid()
 
 
 def _try_send(client: socket.socket, message: dict[str, Any]) -> None:
@@ -219,18 +233,29 @@ def _become_kernel(request: dict[str, Any], imported_env: dict[str, str], launch
         os._exit(code)
 
 
+def _socket_address(address: str) -> str:
+    """Where to bind or connect for ``address``: ``@name`` is Linux's abstract namespace, which
+    leaves no file behind however the server ends (Ray kills what its workers started)."""
+    return "\0" + address[1:] if address.startswith("@") else address
+
+
 def _start_server(env: dict[str, str]) -> str:
-    """Start a server in ``env``; return its socket's path (it may connect before the imports end)."""
-    path = os.path.join(tempfile.gettempdir(), f"qfail-kernels-{uuid.uuid4().hex[:12]}")
+    """Start a server in ``env``; return its address (it may connect before the imports end)."""
+    name = f"qfail-kernels-{uuid.uuid4().hex[:12]}"
+    address = f"@{name}" if sys.platform == "linux" else os.path.join(tempfile.gettempdir(), name)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    listener.bind(_socket_address(address))
+    if not address.startswith("@"):
+        os.chmod(address, 0o600)
     listener.listen(64)
-    # stdin stays open while this process lives: the server stops when it closes
+    # stdin stays open while this process lives: the server stops when it closes. In a session of
+    # its own, a signal to this process's group (Ctrl-C) leaves it to stop that way too, killing
+    # its kernels as it goes
     server = subprocess.Popen([sys.executable, "-c", f"from qfail.site.warm_start import serve; serve({listener.fileno()})"],
-                              stdin=subprocess.PIPE, pass_fds=(listener.fileno(),), env=env)
+                              stdin=subprocess.PIPE, pass_fds=(listener.fileno(),), env=env, start_new_session=True)
     listener.close()
     _owned.append(server)
-    return path
+    return address
 
 
 # --- the client (a process that runs chapters) ----------------------------------------------------
@@ -238,9 +263,9 @@ def _start_server(env: dict[str, str]) -> str:
 class KernelServer:
     """One connection to a server: it asks for kernels and learns of their exits."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, address: str) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(path)
+        sock.connect(_socket_address(address))
         self._lines = _Lines(sock)
         self._exits: dict[int, int] = {}
         self._pids: list[int] = []  # the kernel being forked, once the server has answered

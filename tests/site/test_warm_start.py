@@ -109,3 +109,19 @@ def test_a_forked_kernel_dies_with_the_process_that_asked_for_it():
         client.send_signal(signal.SIGKILL)
         client.wait()
     assert _gone(pid, 10), "the kernel outlived its client"
+
+
+PROBE_CONNECT = ("import socket, sys; a = sys.argv[1]; s = socket.socket(socket.AF_UNIX); "
+                 "s.connect('\\0' + a[1:] if a.startswith('@') else a); print(repr(s.recv(100)))")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),
+                    reason="connecting as another user needs root and a Python that user can run")
+def test_another_user_cannot_ask_for_kernels():
+    """Whoever the server answers can run code as its user; on Linux its socket has no file
+    permissions, so the server checks who connected."""
+    warm_start.kernel_server(dict(os.environ))
+    probe = subprocess.run(["/usr/bin/python3", "-c", PROBE_CONNECT, os.environ[warm_start.ADDRESS]], check=False, user=65534,
+                           capture_output=True, text=True, timeout=120, cwd="/")
+    assert probe.stdout.strip() == "b''" or "PermissionError" in probe.stderr, probe.stdout + probe.stderr
+    assert warm_start.kernel_server(dict(os.environ)).alive  # the server goes on serving its own user

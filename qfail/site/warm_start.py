@@ -78,8 +78,11 @@ class _Lines:
         self.sock, self._pending = sock, b""
 
     def read(self) -> list[dict[str, Any]] | None:
-        """The messages that one receive completes; None once the other end has closed."""
-        data = self.sock.recv(1 << 20)
+        """The messages that one receive completes; None once the other end has gone."""
+        try:
+            data = self.sock.recv(1 << 20)
+        except OSError:
+            return None
         if not data:
             return None
         *lines, self._pending = (self._pending + data).split(b"\n")
@@ -136,7 +139,7 @@ def serve(listen_fd: int) -> None:
             clients[client] = _Lines(client)
             _try_send(client, {"env": start_env})
         for client in [c for c in readable if c in clients]:
-            messages = _try_read(clients[client])
+            messages = clients[client].read()
             if messages is None:
                 drop(client)
                 continue
@@ -162,13 +165,6 @@ def _try_send(client: socket.socket, message: dict[str, Any]) -> None:
         _send(client, message)
     except OSError:
         pass  # it has gone; the next read finds out
-
-
-def _try_read(lines: _Lines) -> list[dict[str, Any]] | None:
-    try:
-        return lines.read()
-    except OSError:
-        return None
 
 
 def _kill(pid: int) -> None:
@@ -281,7 +277,7 @@ class KernelServer:
         ready, _, _ = select.select([self._lines.sock], [], [], timeout)
         if not ready:
             return True
-        messages = _try_read(self._lines)
+        messages = self._lines.read()
         if messages is None:
             self.alive = False
             return False
@@ -347,7 +343,7 @@ def kernel_server(env: dict[str, str]) -> KernelServer | None:
 
 def enabled(env: Mapping[str, str]) -> bool:
     """Whether kernels started in ``env`` may be forked at all (POSIX, and not opted out)."""
-    return os.name == "posix" and os.environ.get(OPT_OUT) != "0" and env.get(OPT_OUT) != "0"
+    return os.name == "posix" and env.get(OPT_OUT) != "0"
 
 
 def forkable(cmd: list[str], env: dict[str, str]) -> bool:

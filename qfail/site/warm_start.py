@@ -60,9 +60,12 @@ PRELOAD = ("qfail", "numpy", "torch", "torch._dynamo", "pandas", "matplotlib", "
            "qfail.papers.moon.controller", "qfail.papers.frank.analyses", "qfail.papers.at_scale")
 ADDRESS = "QFAIL_KERNEL_SERVER"  # the server's socket, for the processes started after it
 OPT_OUT = "QFAIL_FORK_KERNELS"  # "0": start every kernel as a new process
-# variables that may differ between a forked kernel and its server: read when used, not on import
+# variables that may differ between a forked kernel and its server: read when used, not on import.
+# COLUMNS and LINES, a terminal's size: GNU readline writes them into the C environment of the
+# process that imports it (pytest does, and so does Python's prompt), where os.environ does not
+# see them, so the workers that process spawns carry them and the server it started does not
 PER_LAUNCH = frozenset({"JPY_PARENT_PID", "JPY_SESSION_NAME", "PYTEST_CURRENT_TEST", "QFAIL_STATIC_WIDGETS",
-                        "QFAIL_CACHE", "QFAIL_DATA", ADDRESS})
+                        "QFAIL_CACHE", "QFAIL_DATA", "COLUMNS", "LINES", ADDRESS})
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"  # what ipykernel sets MPLBACKEND to
 ANSWER_SECONDS = 300  # the longest a kernel waits for the server (its imports take about 5 s)
 
@@ -95,7 +98,7 @@ def serve(listen_fd: int) -> None:
     """Import :data:`PRELOAD`, then serve the connections on the listening socket ``listen_fd``:
     send each its environment (``{"env": ...}``), fork one kernel per request (``{"argv", "env",
     "cwd"}``) and answer ``{"pid": ...}``, and ``{"exit": [pid, code]}`` when that kernel ends.
-    Stop, killing every kernel, when stdin closes (the process that started the server is gone)."""
+    Exit, killing every kernel, when stdin closes (the process that started the server is gone)."""
     del sys.path[0]  # ``python -c``'s working directory, as ipykernel_launcher removes its own
     start_env = dict(os.environ)
     for name in PRELOAD:
@@ -122,9 +125,13 @@ def serve(listen_fd: int) -> None:
         if 0 in readable and not os.read(0, 1):
             for pid in kernels:
                 _kill(pid)
+            for pid in kernels:
+                _reap(pid)  # gone, not left a zombie while this process exits
             if sys.platform != "linux":
                 os.unlink(listener.getsockname())
-            return
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)  # nothing is left to save: skip tearing down torch and the rest (about 1.5 s)
         if wake_r in readable:
             os.read(wake_r, 4096)
             for pid, code in _reaped():
@@ -172,6 +179,13 @@ def _kill(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)  # the kernel leads its own process group
     except OSError:
         pass
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # reaped already
 
 
 def _reaped() -> list[tuple[int, int]]:

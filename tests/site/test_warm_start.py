@@ -73,6 +73,22 @@ def test_another_environment_gets_a_launched_kernel(tmp_path, monkeypatch):
     assert not warm_start.forkable(["qemu-x86_64", sys.executable, "-m", "ipykernel_launcher"], dict(os.environ))
 
 
+def test_a_workers_kernel_is_forked_after_readline_wrote_the_terminal_size(toy_chapter, tmp_path):
+    """GNU readline (which pytest and Python's prompt import) puts COLUMNS and LINES into the C
+    environment, not os.environ: a chapter worker inherits them, the server did not. Its kernels
+    are forked all the same (the whole small-runs fixture was launched before this was seen)."""
+    import readline  # noqa: F401 - what pytest may already have imported
+
+    from qfail.site import execute, runner
+
+    chapter = toy_chapter("probe", "seed: int = 0  # {≥ 0} seed", PROBE)
+    with execute.chapter_pool(1) as pool:
+        [server] = warm_start._owned[-1:]
+        path = pool.submit(runner.run_chapter, "probe", {}, tmp_path / "out", notebook_dir=chapter).result()
+    [output] = [o for cell in nbformat.read(path, as_version=4).cells for o in cell.get("outputs", [])]
+    assert json.loads(output["text"])["ppid"] == server.pid, "the worker's kernel was launched, not forked"
+
+
 CLIENT = textwrap.dedent("""
     import asyncio, os, sys
     from qfail.site import kernel

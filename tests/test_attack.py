@@ -94,3 +94,16 @@ def test_pgd_stop_on_success_keeps_the_first_success_and_is_at_least_as_strong()
     assert (early - x).abs().max() <= 0.2 + 1e-6 and early.min() >= 0 and early.max() <= 1
     assert not torch.equal(early, plain)  # some input stopped early
     assert torch.equal(pgd(model, x, y, 0.2, steps=8, seed=1, stop_on_success=False), plain)
+
+
+def test_pgd_from_the_clean_input_is_torchattacks_pgd_bit_for_bit(trained_cnn, batch):
+    """The same iterates as the peer the benchmark times it against (benchmarks/attack_bench.py),
+    whether every input moves at every step or some stop (those keep their first success)."""
+    torchattacks = pytest.importorskip("torchattacks")
+    x, y = batch
+    reference = torchattacks.PGD(trained_cnn, eps=0.1, alpha=0.02, steps=7, random_start=False)(x, y)
+    assert torch.equal(attack.pgd(trained_cnn, x, y, 0.1, steps=7, step_size=0.02, random_start=False), reference)
+    early = attack.pgd(trained_cnn, x, y, 0.1, steps=7, step_size=0.02, random_start=False, stop_on_success=True)
+    standing = trained_cnn(early).argmax(1) == y
+    assert standing.any() and not standing.all()
+    assert torch.equal(early[standing], reference[standing])  # never fooled: they moved at every step

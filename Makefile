@@ -40,7 +40,7 @@ $(SCALE): $(STAMP)
 
 # two pytest workers, a test file never split between them (its module fixtures run once): the
 # book tests and the emulated CPU's go first (tests/conftest.py), the other files run beside them
-# (about 135 s on these cores). Chapter kernels talk over Unix sockets, so a browser's connections on one worker cannot
+# (about 110 s on these cores). Chapter kernels talk over Unix sockets, so a browser's connections on one worker cannot
 # take a port that a kernel starting on the other was given (qfail.site.kernel)
 test: $(STAMP) $(SCALE)
 	bash scripts/setup_data.sh

@@ -45,6 +45,7 @@ $(SCALE): $(STAMP)
 test: $(STAMP) $(SCALE)
 	bash scripts/setup_data.sh
 	bash tests/setup_system.sh
+	$(VENV)/bin/ruff check --quiet .  # the lint rules in pyproject.toml; a fraction of a second
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)

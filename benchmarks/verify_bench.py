@@ -13,6 +13,7 @@ float32 products); timings are medians over repeated runs.
 from __future__ import annotations  # noqa: I001 - qfail is imported first, on purpose (qfail.isa)
 
 import qfail  # noqa: F401 - first: before numpy and torch load, it pins their kernels (qfail.isa)
+import itertools
 import statistics
 import time
 
@@ -26,7 +27,7 @@ from run_all import paired_ms
 def _mlp(sizes: tuple[int, ...]) -> nn.Sequential:
     torch.manual_seed(0)
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers[:-1]).eval()
 
@@ -108,7 +109,7 @@ def auto_lirpa_status() -> str:
     try:
         import auto_LiRPA  # noqa: F401
         return "importable (not timed by this script yet)"
-    except Exception as err:  # ImportError, or its numpy-2 / torch-2 incompatibilities
+    except Exception as err:  # noqa: BLE001 - ImportError, or its numpy-2 / torch-2 incompatibilities
         return f"not usable here: {type(err).__name__}: {str(err).splitlines()[0][:90]}"
 
 

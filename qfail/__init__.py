@@ -33,7 +33,7 @@ _SUBMODULES = ("attack", "cache", "checks", "data", "distill", "isa", "machine",
 _NAMES = {"load_data": "data", "build_model": "models", "QuantConfig": "quant", "quantize_model": "quant",
           "TrainConfig": "train", "Trained": "train", "accuracy": "train", "fit": "train",
           "predict_logits": "train", "train_cached": "train"}
-__all__ = [*_SUBMODULES, *_NAMES]
+__all__ = [*_SUBMODULES, *_NAMES]  # noqa: PLE0604 - strings, which ruff cannot see through the unpacking
 
 if TYPE_CHECKING:
     from qfail import attack, cache, checks, data, distill, isa, machine, metrics, models, quant, shift, sweep, train  # noqa: F401

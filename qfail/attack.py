@@ -35,7 +35,7 @@ NORMS = ("linf", "l2")
 ATTACKS = ("fgsm", "pgd")
 
 
-def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, with_fooled: bool = False):  # noqa: ANN202
+def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, with_fooled: bool = False):
     """The input gradient of the cross-entropy (and, ``with_fooled``, whether ``x`` is misclassified)."""
     x = x.detach().requires_grad_(True)
     logits = model(x)

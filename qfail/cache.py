@@ -23,7 +23,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ def _imports(module: str, path: Path) -> set[str]:
     return {m for m in found if _source(m) is not None}
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_closure(module: str) -> tuple[str, ...]:
     """``module`` and every qfail module it imports, transitively (parent packages included)."""
     seen, todo = set(), [module]
@@ -107,7 +107,7 @@ def code_closure(module: str) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_fingerprint(module: str) -> str:
     """A hash of the source of :func:`code_closure` (``module``): what a cached result depends on."""
     digest = hashlib.sha256()

@@ -39,15 +39,15 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, index: torch.Tensor | slice) -> "Split":
+    def take(self, index: torch.Tensor | slice) -> Split:
         """The rows ``index``, the teacher's answers included."""
         return Split(self.x[index], self.y[index], None if self.teacher is None else self.teacher[index])
 
-    def subset(self, n: int) -> "Split":
+    def subset(self, n: int) -> Split:
         """The first ``n`` rows."""
         return self.take(slice(0, n))
 
-    def to(self, device: str | torch.device) -> "Split":
+    def to(self, device: str | torch.device) -> Split:
         """The same rows on ``device``."""
         return Split(self.x.to(device), self.y.to(device), None if self.teacher is None else self.teacher.to(device))
 
@@ -65,7 +65,7 @@ class DataSplits:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.x.shape[1:])
 
-    def train_fraction(self, fraction: float, seed: int = 0) -> "DataSplits":
+    def train_fraction(self, fraction: float, seed: int = 0) -> DataSplits:
         """The same splits with a seeded random ``fraction`` of the training set (val/test kept)."""
         check_range("fraction", fraction, 1e-6, 1.0)
         n = max(1, round(fraction * len(self.train)))

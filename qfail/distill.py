@@ -149,7 +149,7 @@ def network_teacher(data: DataSplits, kind: str = "cnn", seed: int = 0, epochs: 
     return NetworkTeacher(trained, data.input_shape, device)
 
 
-def teacher(data: DataSplits, kind: str = "mlp", seed: int = 0, device: str | torch.device = "cpu"):  # noqa: ANN201
+def teacher(data: DataSplits, kind: str = "mlp", seed: int = 0, device: str | torch.device = "cpu"):
     """The black box's inside, by name (one of ``TEACHERS``): anything with ``predict_proba``."""
     check_choice("teacher", kind, TEACHERS)
     if kind in NETWORK_TEACHERS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -89,7 +90,7 @@ class LeNet(nn.Module):
     ReLU + max-pool blocks and a dense head. Both convolutions pad by 2 so that any side from 8
     up works (28 gives the classic shapes)."""
 
-    VARIANTS = {"lenet1": ((4, 12), ()), "lenet5": ((6, 16), (120, 84))}
+    VARIANTS: ClassVar[dict[str, tuple[tuple[int, int], tuple[int, ...]]]] = {"lenet1": ((4, 12), ()), "lenet5": ((6, 16), (120, 84))}
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int = 10, variant: str = "lenet5",
                  dropout: float = 0.0) -> None:

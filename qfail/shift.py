@@ -168,7 +168,7 @@ def _segment_masks(h: int, w: int, starts: torch.Tensor, ends: torch.Tensor, eve
     """(N, h, w) masks of the pixels on N groups of segments, ``starts`` and ``ends`` (N, S, 2) in
     pixel units; each segment is sampled at one point per pixel of its longer side, and
     ``every`` > 1 keeps every ``every``-th of them (a dotted line)."""
-    n, segments, _ = starts.shape
+    n = starts.shape[0]
     steps = (ends - starts).abs().amax(-1).ceil().long() + 1  # (N, S) samples per segment
     j = torch.arange(int(steps.max()))
     t = j / (steps[..., None] - 1).clamp(min=1)  # (N, S, M)
@@ -290,7 +290,7 @@ def shift(x: torch.Tensor, name: str, severity: int, seed: int = 0) -> torch.Ten
         return x.clone()
     flat = x.dim() == 2
     if flat:
-        side = int(round(x.shape[1] ** 0.5))
+        side = round(x.shape[1] ** 0.5)
         if side * side != x.shape[1]:
             raise ValueError(f"a flat batch needs square images; got {x.shape[1]} features")
         x4 = x.reshape(len(x), 1, side, side)

@@ -145,7 +145,7 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
         logits = model(lam * x + (1 - lam) * x[perm])
         return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
     if config.method == "adversarial":
-        n_adv = int(round(config.adv_ratio * len(y)))
+        n_adv = round(config.adv_ratio * len(y))
         if n_adv:
             seed = int(torch.randint(0, 2**31, (1,), generator=gen))
             adv = pgd(model, x[:n_adv], y[:n_adv], config.adv_eps, "linf", config.adv_steps,

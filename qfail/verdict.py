@@ -113,7 +113,7 @@ def wilson(count: int, total: int, scale: float = 100.0, unit: str = "%", what: 
                     f"Wilson over {total} {what}", unit, digits)
 
 
-def paired_difference(a, b, basis: str) -> Estimate:  # noqa: ANN001 - bool arrays
+def paired_difference(a, b, basis: str) -> Estimate:  # a, b: bool arrays
     """Accuracy of ``a`` minus accuracy of ``b`` (points), two models scored on the same inputs.
 
     ``a`` and ``b`` are per-input correctness, shape ``(inputs,)`` or ``(cells, inputs)`` for the
@@ -220,7 +220,7 @@ class _Shown:
     def __init__(self, rows: pd.DataFrame, work: str, chapter: str, anchor: str) -> None:
         self.rows, self.work, self.chapter, self.anchor = rows, work, chapter, anchor
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:  # noqa: ANN001 - IPython's signature
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:  # IPython's signature
         shown = self.rows[list(COLUMNS)]
         styled = shown.style.hide(axis="index").map(
             lambda v: f"background-color: {_COLOURS[v]}" if v in _COLOURS else "", subset=["verdict"])
@@ -247,7 +247,7 @@ def show(rows: pd.DataFrame, work: str, chapter: str, anchor: str) -> _Shown:
                   work, chapter, anchor)
 
 
-def summary(rows: pd.DataFrame):  # noqa: ANN201 - IPython.display.Markdown
+def summary(rows: pd.DataFrame):  # -> IPython.display.Markdown
     """The chapter's summary as Markdown generated from its verdict rows."""
     from IPython.display import Markdown
 

@@ -89,7 +89,7 @@ def test_pgd_stop_on_success_keeps_the_first_success_and_is_at_least_as_strong()
     x, y = torch.rand(64, 1, 4, 4), torch.randint(0, 3, (64,))
     plain = pgd(model, x, y, 0.2, steps=8, seed=1)
     early = pgd(model, x, y, 0.2, steps=8, seed=1, stop_on_success=True)
-    correct = lambda adv: (model(adv).argmax(1) == y)  # noqa: E731
+    correct = lambda adv: (model(adv).argmax(1) == y)
     assert correct(early).sum() <= correct(plain).sum()
     assert (early - x).abs().max() <= 0.2 + 1e-6 and early.min() >= 0 and early.max() <= 1
     assert not torch.equal(early, plain)  # some input stopped early

@@ -16,7 +16,7 @@ def test_digits_split_is_deterministic_and_disjoint():
     assert not torch.equal(a.train.x, c.train.x)
     assert (len(a.train), len(a.val), len(a.test)) == (1078, 359, 360)
     assert a.train.x.min() >= 0 and a.train.x.max() <= 1
-    rows = lambda s: {tuple(r) for r in s.x.flatten(1).tolist()}  # noqa: E731
+    rows = lambda s: {tuple(r) for r in s.x.flatten(1).tolist()}
     assert not rows(a.train) & rows(a.test) or len(rows(a.train) & rows(a.test)) < 5  # digits has a few duplicates
     assert torch.bincount(a.test.y).min() >= 30  # stratified: every class present
 
@@ -72,7 +72,8 @@ def test_fashion_mnist_reads_debian_files_offline(tmp_path, monkeypatch):
 def test_a_corrupt_idx_file_is_one_clear_line(tmp_path):
     bad = tmp_path / "train-images-idx3-ubyte.gz"
     _write_idx(bad, np.zeros((3, 28, 28)), 2051)
-    raw = gzip.open(bad).read()
+    with gzip.open(bad) as f:
+        raw = f.read()
     with gzip.open(bad, "wb") as f:
         f.write(raw[:-10])
     with pytest.raises(ValueError, match="holds 2342 values but its header says .3, 28, 28. .truncated"):

@@ -1,3 +1,4 @@
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -120,7 +121,7 @@ def test_cosine_schedule_anneals_to_zero_over_the_run(digits, monkeypatch):
     qfail.train.fit(model, digits.train, qfail.TrainConfig(epochs=2, lr=1e-2, lr_schedule="cosine", batch_size=256))
     steps = 2 * -(-len(digits.train) // 256)
     assert len(rates) == steps and rates[0] == 1e-2
-    assert all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < 1e-2 * 0.05
+    assert all(a > b for a, b in itertools.pairwise(rates)) and rates[-1] < 1e-2 * 0.05
 
 
 def test_device_validation():

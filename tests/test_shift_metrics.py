@@ -1,4 +1,6 @@
 """Distribution shifts (shape, range, determinism, identity at 0) and disagreement metrics."""
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -44,7 +46,7 @@ def test_mnist_c_corruptions_grow_with_severity(digits, name, side):
 
     x = TF.resize(digits.test.x[:40], [side, side], antialias=True)
     dist = [float((shift.shift(x, name, s, seed=1) - x).abs().mean()) for s in (1, 2, 3, 4, 5)]
-    assert all(a < b for a, b in zip(dist, dist[1:])), dist
+    assert all(a < b for a, b in itertools.pairwise(dist)), dist
     assert set(shift.MNIST_C) <= set(shift.SHIFTS) and len(shift.MNIST_C) == 15
 
 
@@ -112,7 +114,7 @@ def test_mc_dropout_runs_a_cnns_features_once_with_the_same_masks():
     x = torch.rand(50, 1, 8, 8)
     torch.manual_seed(0)
     fast = metrics.mc_dropout_variance(net, x, samples=5, seed=3)
-    whole = lambda m: ((lambda x: x), m)  # noqa: E731 - the path every other model takes
+    whole = lambda m: ((lambda x: x), m)  # the path every other model takes
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(metrics, "split_before_dropout", whole)
         slow = metrics.mc_dropout_variance(net, x, samples=5, seed=3)

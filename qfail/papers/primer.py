@@ -23,7 +23,7 @@ QUARTER_SIZE = Rule("float32 over INT8 bytes is above 3", low=3.0)
 _RULE_OF_THUMB = "a rule of thumb; no number to judge"
 
 
-def _correct(table: pd.DataFrame, method: str, part: str, bits: int):  # noqa: ANN202 - a bool array
+def _correct(table: pd.DataFrame, method: str, part: str, bits: int):  # -> a bool array
     return table[(table.method == method) & (table.part == part) & (table.bits == bits)].correct.iloc[0]
 
 

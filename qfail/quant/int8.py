@@ -75,7 +75,7 @@ def int8_dynamic(model: nn.Module, engine: str = "x86") -> nn.Module:
         return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
 
 
-def _static_qconfig_mapping():  # noqa: ANN202 - torch.ao type
+def _static_qconfig_mapping():  # -> a torch.ao QConfigMapping
     from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver, QConfig, QConfigMapping
     qconfig = QConfig(
         # reduce_range: 7-bit activations, so int16 pair sums cannot saturate without VNNI (see above)

@@ -320,7 +320,7 @@ class QuantizedModel(nn.Module):
     def layer_bits(self) -> dict[str, tuple[int, int]]:
         return {n: (q.weight_bits, q.act_bits) for n, q in self.layers.items()}
 
-    def set_layer_bits(self, layer_bits: LayerBits) -> "QuantizedModel":
+    def set_layer_bits(self, layer_bits: LayerBits) -> QuantizedModel:
         for name, (wb, ab) in _resolve_layer_bits(layer_bits, self.layer_names).items():
             self.layers[name].set_bits(wb, ab)
         return self
@@ -333,7 +333,7 @@ class QuantizedModel(nn.Module):
             layer.sample_act_bits = None if bits is None else bits[:, i]
 
     @torch.no_grad()
-    def calibrate(self, batches: Iterable[torch.Tensor]) -> "QuantizedModel":
+    def calibrate(self, batches: Iterable[torch.Tensor]) -> QuantizedModel:
         """Static PTQ: observe activation ranges on ``batches`` (inputs only) and freeze them."""
         if self.config.act_mode != "static":
             return self  # dynamic and PACT ranges need no calibration
@@ -362,7 +362,7 @@ class QuantizedModel(nn.Module):
             q.enabled = enabled
 
     @contextlib.contextmanager
-    def full_precision(self) -> Iterator["QuantizedModel"]:
+    def full_precision(self) -> Iterator[QuantizedModel]:
         """Run the same weights without quantization inside the ``with`` block."""
         states = [q.enabled for q in self.layers.values()]
         self.set_quantized(False)
@@ -373,7 +373,7 @@ class QuantizedModel(nn.Module):
                 q.enabled = s
 
     @contextlib.contextmanager
-    def without_rounding(self) -> Iterator["QuantizedModel"]:
+    def without_rounding(self) -> Iterator[QuantizedModel]:
         """Keep every clipping, replace every rounding by the identity, inside the ``with`` block."""
         states = [q.rounding for q in self.layers.values()]
         for q in self.layers.values():

@@ -117,7 +117,7 @@ class _PerTensorSTE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, scale, zero_point, q_min, q_max):  # noqa: D401
+    def forward(ctx, x, scale, zero_point, q_min, q_max):
         code = torch.mul(x, torch.reciprocal(scale)).round_().add_(zero_point)
         kept = code.clamp(q_min, q_max)
         ctx.save_for_backward(_inside_mask(code, kept))
@@ -133,7 +133,7 @@ class _FakeQuantizeSTE(torch.autograd.Function):
     """dequantize(quantize(x)) forward; clipped straight-through gradient backward."""
 
     @staticmethod
-    def forward(ctx, x, scale, zero_point, q_min, q_max):  # noqa: D401
+    def forward(ctx, x, scale, zero_point, q_min, q_max):
         code = torch.round(x / scale) + zero_point
         kept = torch.clamp(code, q_min, q_max)
         ctx.save_for_backward(_inside_mask(code, kept))

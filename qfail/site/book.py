@@ -216,9 +216,8 @@ def stage_book(dest: Path, executed: dict[str, Path], root: Path = ROOT) -> Path
     def keep(entries: list) -> list:
         kept = []
         for entry in entries:
-            if "file" in entry and entry["file"].startswith("notebooks/"):
-                if entry["file"].split("/", 1)[1] not in executed:
-                    continue
+            if entry.get("file", "").startswith("notebooks/") and entry["file"].split("/", 1)[1] not in executed:
+                continue
             for key in ("sections", "chapters", "parts"):
                 if key in entry:
                     entry[key] = keep(entry[key])

@@ -69,7 +69,7 @@ def toc_chapters(root: Path) -> list[Path]:
     return [root / f"{f}.md" for f in files if f.startswith("notebooks/") and (root / f"{f}.md").exists()]
 
 
-def _read(path: Path):  # noqa: ANN202 - an nbformat NotebookNode
+def _read(path: Path):  # -> an nbformat NotebookNode
     """The notebook exactly as MyST-NB reads it, so the cache keys match."""
     from myst_nb.core.read import read_myst_markdown_notebook
 

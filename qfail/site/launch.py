@@ -54,7 +54,7 @@ def install_source(url: str, branch: str = "main") -> str:
     )
 
 
-def colab_notebook(source: Path, url: str, branch: str = "main"):  # noqa: ANN201 - an nbformat NotebookNode
+def colab_notebook(source: Path, url: str, branch: str = "main"):  # -> an nbformat NotebookNode
     """The chapter ``source`` (MyST Markdown, or a notebook) unexecuted, led by the install cell."""
     import jupytext
     import nbformat
@@ -95,11 +95,11 @@ def launch_links(repo_url: str, branch: str, site_branch: str, docname: str, bin
             "colab": f"{colab.rstrip('/')}/github/{org}/{repo}/blob/{site_branch}/{LAUNCH_DIR}/{docname}.ipynb"}
 
 
-def _chapters(app) -> list[str]:  # noqa: ANN001 - a Sphinx application
+def _chapters(app) -> list[str]:  # app: a Sphinx application
     return sorted(d for d in app.env.found_docs if d.startswith("notebooks/"))
 
 
-def _rewrite_buttons(app, pagename, templatename, context, doctree) -> None:  # noqa: ANN001
+def _rewrite_buttons(app, pagename, templatename, context, doctree) -> None:
     """Point the theme's Binder and Colab buttons at the notebooks that exist (see the module)."""
     if not pagename.startswith("notebooks/"):
         return
@@ -115,7 +115,7 @@ def _rewrite_buttons(app, pagename, templatename, context, doctree) -> None:  # 
                 button["url"] = links[kind]
 
 
-def _write_twins(app, exception) -> None:  # noqa: ANN001
+def _write_twins(app, exception) -> None:
     if exception is not None or app.builder.format != "html":
         return
     options = app.config.html_theme_options
@@ -124,7 +124,7 @@ def _write_twins(app, exception) -> None:  # noqa: ANN001
         write_notebooks([Path(app.env.doc2path(docname))], Path(app.outdir) / LAUNCH_DIR / "notebooks", url, branch)
 
 
-def setup(app) -> dict:  # noqa: ANN001 - a Sphinx application
+def setup(app) -> dict:  # app: a Sphinx application
     """Sphinx extension: rewrite the launch buttons, write ``_launch/notebooks/*.ipynb`` into the site."""
     app.add_config_value("qfail_launch_branch", "gh-pages", "html")
     app.connect("html-page-context", _rewrite_buttons, priority=502)  # after the theme's (501)

@@ -164,7 +164,7 @@ def _coerce(p: Parameter, raw: Any, chapter: str) -> Any:
         if not isinstance(value, list) or (not value and not may_be_empty):
             raise bad(f"a non-empty list of {m.group(1)}, e.g. 2,4,8")
         inner = Parameter(p.name, m.group(1), None, "")
-        return [_coerce(inner, v if not isinstance(v, str) or m.group(1) == "str" else v, chapter) for v in value]
+        return [_coerce(inner, v, chapter) for v in value]
     raise ParameterError(f"parameter {p.name} has an unsupported annotation {p.annotation!r}")
 
 

@@ -184,7 +184,7 @@ def grid_boxes(base: torch.Tensor, dims: tuple[int, int], ranges: tuple[tuple[fl
 
 def consistency_sweep(fp_model: nn.Module, models: dict[str, nn.Module], centres: torch.Tensor,
                       radii: list[float], scale: torch.Tensor, method: str = "crown", budget: int = 32,
-                      seed: int = 0) -> "pd.DataFrame":
+                      seed: int = 0) -> pd.DataFrame:
     """Verify every model on boxes ``centre +- r * scale`` for each r in ``radii``.
 
     Besides the certified / refuted / unknown shares, ``FP stable (%)`` is the share of boxes in

@@ -86,7 +86,7 @@ def site(tmp_path_factory, executed) -> Path:
     tmp = tmp_path_factory.mktemp("book")
     root = book.stage_book(tmp / "src", executed)
     jb = Path(sys.executable).parent / "jupyter-book"
-    proc = subprocess.run([str(jb), "build", str(root), "-W", "--keep-going"], capture_output=True, text=True)
+    proc = subprocess.run([str(jb), "build", str(root), "-W", "--keep-going"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert book.place_widget_fonts(root / "_build" / "html", root / "book" / "_assets") == 1  # notebooks/
     return root / "_build" / "html"
@@ -390,6 +390,6 @@ def test_a_failing_cell_fails_the_build(tmp_path):
         "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n"
         "  display_name: Python 3\n---\n# Broken\n\n```{code-cell} ipython3\nraise ValueError('boom')\n```\n")
     jb = Path(sys.executable).parent / "jupyter-book"
-    proc = subprocess.run([str(jb), "build", str(tmp_path), "-W"], capture_output=True, text=True)
+    proc = subprocess.run([str(jb), "build", str(tmp_path), "-W"], capture_output=True, text=True, check=False)
     assert proc.returncode != 0
     assert "boom" in proc.stdout + proc.stderr

@@ -32,7 +32,7 @@ def test_a_twin_is_the_chapter_unexecuted_behind_the_install_cell(tmp_path, monk
         raise AssertionError(f"installed although qfail imports: {args}")
 
     monkeypatch.setattr(subprocess, "run", refuse)
-    exec(compile(first.source, "install-cell", "exec"), {})  # qfail imports here: the cell does nothing
+    exec(compile(first.source, "install-cell", "exec"), {})  # noqa: S102 - the notebook's own cell; qfail imports here: the cell does nothing
 
 
 def test_an_executed_notebook_loses_its_outputs(tmp_path):
@@ -45,7 +45,7 @@ def test_an_executed_notebook_loses_its_outputs(tmp_path):
 
 def test_binders_post_build_writes_the_notebook_of_every_chapter(tmp_path):
     """The Binder link opens notebooks/<chapter>.ipynb: postBuild's own script writes them."""
-    script = re.search(r"<<'PY'\n(.*?)\nPY\n", (ROOT / "postBuild").read_text(), re.S).group(1)
+    script = re.search(r"<<'PY'\n(.*?)\nPY\n", (ROOT / "postBuild").read_text(), re.DOTALL).group(1)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns("*.ipynb"))
@@ -54,7 +54,7 @@ def test_binders_post_build_writes_the_notebook_of_every_chapter(tmp_path):
 
 
 def test_no_generated_notebook_is_committed():
-    listed = subprocess.run(["git", "ls-files", "notebooks/*.ipynb"], cwd=ROOT, capture_output=True, text=True)
+    listed = subprocess.run(["git", "ls-files", "notebooks/*.ipynb"], cwd=ROOT, capture_output=True, text=True, check=True)
     if listed.returncode != 0:
         pytest.skip("not a git checkout")
     assert listed.stdout == ""

@@ -16,7 +16,7 @@ FORBIDDEN = {
     "a decimal number": re.compile(r"(?<![\w.])\d+\.\d+"),
     "a percentage": re.compile(r"(?<![\w.])(?!95\s?%)\d+(?:\.\d+)?\s?%"),
     "a count of points": re.compile(r"\b\d+(?:\.\d+)?(?:\s?(?:to|-|–|--)\s?\d+)?\s+points?\b"),
-    "a verdict": re.compile(r"\b(?:reproduced|reproduces|does not reproduce|do not reproduce)\b", re.I),
+    "a verdict": re.compile(r"\b(?:reproduced|reproduces|does not reproduce|do not reproduce)\b", re.IGNORECASE),
 }
 
 
@@ -26,7 +26,7 @@ def prose(path: Path) -> list[str]:
     for cell in jupytext.read(path).cells:
         if cell.cell_type != "markdown":
             continue
-        text = re.sub(r"\$\$.*?\$\$|\$[^$]*\$|``.*?``|`[^`]*`", "", cell.source, flags=re.S)
+        text = re.sub(r"\$\$.*?\$\$|\$[^$]*\$|``.*?``|`[^`]*`", "", cell.source, flags=re.DOTALL)
         lines += [line for line in text.splitlines() if not line.startswith(("(", ":::", "```", "{"))]
     return lines
 

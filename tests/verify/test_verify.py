@@ -1,5 +1,6 @@
 """Soundness of the bounds (sampled and property-based), the falsifier and branch and bound."""
 import importlib
+import itertools
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ bounds_module = importlib.import_module("qfail.verify.bounds")  # the module (ve
 def _mlp(seed: int, sizes=(4, 32, 32, 2)) -> nn.Sequential:
     torch.manual_seed(seed)
     layers = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers[:-1])
 

@@ -134,7 +134,7 @@ class ShuffledPolicy:
     """Another policy's per-input widths dealt to the wrong inputs: the same assignments, permuted
     across the batch (seeded). Against the policy itself it prices the per-input choice."""
 
-    def __init__(self, policy, seed: int = 0) -> None:  # noqa: ANN001 - any object with ``act``
+    def __init__(self, policy, seed: int = 0) -> None:  # policy: any object with ``act``
         self.policy, self.seed = policy, seed
 
     def act(self, x: torch.Tensor, greedy: bool = True, generator: torch.Generator | None = None) -> PolicyStep:

@@ -176,7 +176,8 @@ def _policy_epoch(pair_net: QuantizedModel, policy: BitPolicy, transfer: Split, 
 
         def reward(widths: torch.Tensor) -> torch.Tensor:
             bits.append(widths.float().mean())
-            p = run_policy(pair_net, PolicyStep(widths), x).softmax(1).gather(1, label[:, None]).squeeze(1)
+            # this turn's x and label: reinforce_step calls reward before the loop moves on
+            p = run_policy(pair_net, PolicyStep(widths), x).softmax(1).gather(1, label[:, None]).squeeze(1)  # noqa: B023
             return p if config.kind == "robust" else 1 - p
 
         mean, baseline = reinforce_step(policy, opt, x, reward, baseline, config.entropy, generator=gen)

@@ -279,7 +279,7 @@ class Cell:
         return "adversarial QAT" if p.adversarial_qat else "clean QAT"
 
     @property
-    def evaluated_as(self) -> "Cell":
+    def evaluated_as(self) -> Cell:
         """PWLQ only changes weights: on activations alone it is uniform PTQ, evaluated once."""
         return replace(self, method="static") if self.method == "pwlq" and self.part == "activations" else self
 

@@ -320,7 +320,7 @@ def qat_seeds_table(source: Trained, bits: int, reference: Rollouts, seeds: Sequ
 
 
 def controller_table(models: dict[str, nn.Module], reference: Rollouts, episodes: int = 20, seed: int = 0,
-                 timing: dict[str, bool] | None = None) -> "pd.DataFrame":
+                 timing: dict[str, bool] | None = None) -> pd.DataFrame:
     """One row per controller: size, latency, reward over seeded greedy episodes (mean, std and a
     bootstrap interval of the mean), and agreement.
 

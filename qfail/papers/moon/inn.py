@@ -50,7 +50,7 @@ def _linear_layers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def inn_ablation(fp_model: nn.Module, q_model: nn.Module, uniform_inputs: torch.Tensor, states: torch.Tensor,
-                 eps: float = 0.05) -> "pd.DataFrame":
+                 eps: float = 0.05) -> pd.DataFrame:
     """Moon's INN check as published, then with one defect corrected per row.
 
     The check (Moon): the full-precision output must lie inside the interval that the INN of the
@@ -66,13 +66,13 @@ def inn_ablation(fp_model: nn.Module, q_model: nn.Module, uniform_inputs: torch.
     weight_error = max(float((wf - wq).abs().max()) for (wf, _), (wq, _) in zip(fp_layers, q_layers))
     bias_error = max(float((bf - bq).abs().max()) for (_, bf), (_, bq) in zip(fp_layers, q_layers))
     steps = [
-        ("as published (eps 0.05, uniform inputs, softmax vs interval)", dict(sound=False, relu=False), "softmax",
+        ("as published (eps 0.05, uniform inputs, softmax vs interval)", {"sound": False, "relu": False}, "softmax",
          uniform_inputs, eps),
-        ("+ sound interval products", dict(sound=True, relu=False), "softmax", uniform_inputs, eps),
-        ("+ ReLU applied", dict(sound=True, relu=True), "softmax", uniform_inputs, eps),
-        ("+ logits compared with logits", dict(sound=True, relu=True), "logits", uniform_inputs, eps),
-        ("+ real CartPole states", dict(sound=True, relu=True), "logits", states, eps),
-        (f"+ eps = actual weight error ({max(weight_error, bias_error):.2g})", dict(sound=True, relu=True), "logits",
+        ("+ sound interval products", {"sound": True, "relu": False}, "softmax", uniform_inputs, eps),
+        ("+ ReLU applied", {"sound": True, "relu": True}, "softmax", uniform_inputs, eps),
+        ("+ logits compared with logits", {"sound": True, "relu": True}, "logits", uniform_inputs, eps),
+        ("+ real CartPole states", {"sound": True, "relu": True}, "logits", states, eps),
+        (f"+ eps = actual weight error ({max(weight_error, bias_error):.2g})", {"sound": True, "relu": True}, "logits",
          states, max(weight_error, bias_error)),
     ]
     rows = []

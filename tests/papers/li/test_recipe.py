@@ -67,7 +67,7 @@ def test_the_step_schedule_divides_by_ten_twice():
     seen = []
     original = torch.optim.SGD.step
 
-    def record(self, *args, **kwargs):  # noqa: ANN001, ANN202
+    def record(self, *args, **kwargs):
         seen.append(self.param_groups[0]["lr"])
         return original(self, *args, **kwargs)
 

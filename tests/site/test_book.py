@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from qfail.site import book, execute, runner
+from qfail.site import book, chapter_times, execute, runner
 from qfail.verdict import MIME
 
 pytestmark = pytest.mark.book
@@ -154,6 +154,13 @@ def test_pages_exist_with_widget_state_and_local_scripts(site):
     assert "embed-amd.js" not in (site / "book" / "intro.html").read_text()  # only widget pages load it
     assert "Bibliography" in (site / "book" / "references.html").read_text() or \
         "Frank" in (site / "book" / "references.html").read_text()
+
+
+def test_the_teaching_page_states_each_chapters_time_from_the_reference_build(site):
+    page = (site / "book" / "teaching.html").read_text()
+    assert "{{" not in page and "cold_" not in page
+    for name, said in chapter_times.substitutions(book.ROOT).items():
+        assert said in page, name
 
 
 def test_every_chapters_launch_links_open_a_notebook_that_exists(site):
@@ -385,6 +392,8 @@ def test_a_failing_cell_fails_the_build(tmp_path):
         config["sphinx"]["config"].pop(key)
     config.pop("bibtex_bibfiles")
     (tmp_path / "_config.yml").write_text(yaml.safe_dump(config))
+    (tmp_path / "book").mkdir()
+    shutil.copy(book.ROOT / chapter_times.EXPECTED, tmp_path / chapter_times.EXPECTED)  # the config's extension reads it
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: broken\n")
     (tmp_path / "broken.md").write_text(
         "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n"

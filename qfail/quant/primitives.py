@@ -6,6 +6,11 @@ model can *simulate* b-bit arithmetic; its gradient is the straight-through esti
 1 where x lies inside the clipping range [ (q_min - z) s, (q_max - z) s ], 0 outside
 (Bengio et al., 2013; the clipped STE used by PACT and torch.ao).
 
+In float32, x / s is computed as torch's kernels compute it, ``x * (1 / s)`` with a float32
+reciprocal (its fused fake-quant ops and ``quantize_per_tensor`` alike): on an input near a
+rounding tie the division can round the other way (about 1 value in 5 million of a chapter's
+activations). Every path here, with or without autograd, is the same function of x as torch's.
+
 Shapes: ``x`` is any tensor; ``scale`` and ``zero_point`` broadcast against it (a scalar tensor
 per-tensor, shape (C, 1, ..., 1) per output channel, shape (B, 1, ..., 1) per sample). Bits may
 also be a tensor broadcasting the same way, which is how a per-input bit-width policy runs.
@@ -86,7 +91,7 @@ def choose_qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int | torch.Tensor,
 def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
              q_min, q_max) -> torch.Tensor:
     """Integer codes (held in a float tensor so that any bit-width fits)."""
-    return torch.clamp(torch.round(x / scale) + zero_point, q_min, q_max)
+    return torch.clamp(torch.round(x * torch.reciprocal(scale)) + zero_point, q_min, q_max)
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
@@ -134,7 +139,7 @@ class _FakeQuantizeSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, scale, zero_point, q_min, q_max):
-        code = torch.round(x / scale) + zero_point
+        code = torch.round(x * torch.reciprocal(scale)) + zero_point
         kept = torch.clamp(code, q_min, q_max)
         ctx.save_for_backward(_inside_mask(code, kept))
         return (kept - zero_point) * scale
@@ -161,7 +166,7 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
         return _FakeQuantizeSTE.apply(x, scale, zero_point, q_min, q_max)
     # clamp(round(x / s) + z, q_min, q_max) - z == clamp(round(x / s), q_min - z, q_max - z) exactly
     # (z is an integer; beyond 2^24 both sides clamp): four passes over one fresh tensor
-    q = torch.div(x, scale).round_()
+    q = torch.mul(x, torch.reciprocal(scale)).round_()
     return q.clamp_(q_min - zero_point, q_max - zero_point).mul_(scale)
 
 

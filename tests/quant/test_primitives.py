@@ -67,14 +67,25 @@ def test_matches_dequant_of_quant_per_channel_and_far_outside_the_range(gen):
                                    dequantize(quantize(x, s, z, r.q_min, r.q_max), s, z), rtol=0, atol=0)
 
 
-def test_matches_torch_fake_quantize(gen):
-    x = torch.randn(4096, generator=gen)
-    s, z = _qparams(x, 8, "asymmetric")
-    ours = fake_quantize(x, s, z, 0, 255)
-    ref = torch.fake_quantize_per_tensor_affine(x, float(s), int(z), 0, 255)
-    # implementations may differ by one step on rare ties (rounding order)
-    assert ((ours - ref).abs() > 1e-6).float().mean() < 1e-2
-    assert (ours - ref).abs().max() <= float(s) * 1.0001
+@pytest.mark.parametrize("bits", [4, 8])
+def test_without_autograd_it_is_torchs_arithmetic_on_rounding_ties_too(gen, bits):
+    """The no-grad path (evaluation, verification) is the function that the autograd path and
+    torch's kernels compute, per tensor and per channel, on inputs at (k + 1/2) s too, where
+    x / s and x * (1 / s) round apart for about one scale in ten."""
+    r = qrange(bits, "asymmetric")
+    scales = torch.rand(200, 1, generator=gen) * 0.1 + 1e-3  # one grid per row
+    zeros = torch.zeros(200, 1)
+    x = (torch.arange(r.q_min - 3.0, r.q_max + 3) + 0.5) * scales  # every row's ties, and some clipped
+    assert not torch.equal(torch.round(x / scales), torch.round(x * (1 / scales)))  # the case is exercised
+    for row in range(0, 200, 20):  # per tensor: the fused op and INT8's quantize_per_tensor
+        xs, s = x[row], scales[row, 0]
+        ref = torch.fake_quantize_per_tensor_affine(xs, float(s), 0, r.q_min, r.q_max)
+        assert torch.equal(fake_quantize(xs, s, zeros[row, 0], r.q_min, r.q_max), ref)
+        codes = torch.quantize_per_tensor(xs, float(s), 0, torch.quint8).int_repr().float().clamp(r.q_min, r.q_max)
+        assert torch.equal(quantize(xs, s, zeros[row, 0], r.q_min, r.q_max), codes)
+    ref = torch.fake_quantize_per_channel_affine(x, scales.flatten(), zeros.flatten().int(), 0, r.q_min, r.q_max)
+    assert torch.equal(fake_quantize(x, scales, zeros, r.q_min, r.q_max), ref)
+    assert torch.equal(fake_quantize(x.clone().requires_grad_(True), scales, zeros, r.q_min, r.q_max).detach(), ref)
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
@@ -143,12 +154,14 @@ def test_per_sample_bits_pass_the_gradient_inside_each_samples_grid_only(gen):
     upstream = torch.randn(4, 300, generator=gen)
     upstream[:, ::7] = -0.0
     out.backward(upstream)
-    code = torch.round(x.detach() / scale) + zero_point
+    code = torch.round(x.detach() * (1 / scale)) + zero_point  # torch's kernels' x * (1 / s), as every path
     inside = (code >= q_min) & (code <= q_max)
     assert 0 < inside.sum() < inside.numel()  # both cases occur
     expected = torch.where(inside, upstream, upstream * 0.0)
     assert torch.equal(x.grad.view(torch.int32), expected.view(torch.int32))
     assert torch.equal(out.detach(), (torch.clamp(code, q_min, q_max) - zero_point) * scale)
+    with torch.no_grad():
+        assert torch.equal(fake_quantize(x, scale, zero_point, q_min, q_max), out.detach())
 
 
 def test_full_precision_is_passthrough(gen):

@@ -33,12 +33,13 @@ from qfail.papers.hu import disagreements as dis
 from qfail.papers.hu import verdicts as hu_verdicts
 from qfail.papers.li import pipelines as li
 from qfail.papers.li import verdicts as li_verdicts
+from qfail.quant import choose_qparams
 from qfail.shift import MNIST_C
 from qfail.sweep import quantized
 from qfail.train import TrainConfig, Trained, train_cached
 from qfail.verdict import finding, paired_difference
 
-__all__ = ["METHODS", "first_inputs", "lenets", "disagreement_rates", "hu_rows", "li_table", "li_rows", "black_box_pair", "frank_table",
+__all__ = ["METHODS", "first_inputs", "lenets", "disagreement_rates", "hu_rows", "li_table", "li_rows", "eps_on_the_input_grid", "black_box_pair", "frank_table",
            "primer_rows", "frank_rows"]
 
 METHODS = ("standard", "qat")  # Hu's reference and the method its second finding is about
@@ -112,6 +113,30 @@ def li_table(source: Trained, data: DataSplits, bits: int, attack: li.Attack, li
         rows.append({"part": part, **{name: row[view] for view, name in names.items()},
                      "correct": {name: correct[view] for view, name in names.items()}})
     return pd.DataFrame(rows).set_index("part")
+
+
+def eps_on_the_input_grid(source: Trained, data: DataSplits, bits: int, attacks: Sequence[li.Attack],
+                          limit: int | None = None, seed: int = 0, device: str | torch.device = "cpu") -> pd.DataFrame:
+    """Li et al.'s first finding at each attack's budget, beside where that budget lands on the
+    activations-only copy's input grid: a pixel at 0 (most of a Fashion-MNIST image) moved by eps
+    is rounded by the first layer's quantizer to a whole number of steps, fewer than eps if eps
+    lies below a half step and more if above, so the copy sees a smaller or a larger attack."""
+    acts = quantized(source, data, "static", "activations", bits, device=device).model
+    first = next(iter(acts.layers.values()))
+    rows = []
+    for attack in attacks:
+        table = li_table(source, data, bits, attack, limit=limit, seed=seed, device=device)
+        scale = float(choose_qparams(first.act_lo, first.act_hi, bits, first.config.act_scheme)[0])
+        with torch.no_grad():
+            moved = float(first.quantize_input(torch.full((1,), attack.eps, device=first.act_lo.device)))
+        row = {"eps": attack.eps, "eps in input steps": attack.eps / scale, "a 0 pixel moved by eps becomes": moved}
+        for column in ("white-box", "transfer"):
+            a, w = table.loc["activations", "correct"][column], table.loc["weights", "correct"][column]
+            gain = paired_difference(a, w, f"paired over {len(a)} attacked test inputs, one seed")
+            row |= {f"{column}: activations only (%)": table.loc["activations", column],
+                    f"{column}: weights only (%)": table.loc["weights", column], f"{column}: difference": gain.text()}
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("eps")
 
 
 def li_rows(table: pd.DataFrame, bits: int, attack: li.Attack) -> pd.DataFrame:

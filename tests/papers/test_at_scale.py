@@ -74,3 +74,16 @@ def test_hu_rows_need_separate_intervals():
                             "shifted per 1k": [20.0, 10.0], "shifted low": [18.0, 8.0], "shifted high": [22.0, 12.0]})
     rows = at_scale.hu_rows(summary, ["int8"])
     assert list(rows.verdict) == ["reproduced", "reproduced"]
+
+
+def test_the_budget_is_placed_on_the_activations_only_copys_input_grid(digits, lenets):
+    """Below half a step a background pixel moved by eps rounds to one step, above it to two:
+    the table says which the activations-only copy met, beside the difference it measured."""
+    attacks = [Attack("pgd", "linf", eps, 1) for eps in (0.09, 0.11)]
+    table = at_scale.eps_on_the_input_grid(lenets["standard"], digits, 4, attacks, limit=40)
+    assert list(table.index) == [0.09, 0.11]
+    step = 1 / 15  # 4 bits over the digits' pixel range [0, 1]
+    np.testing.assert_allclose(table["eps in input steps"], [0.09 / step, 0.11 / step], rtol=1e-6)
+    np.testing.assert_allclose(table["a 0 pixel moved by eps becomes"], [step, 2 * step], rtol=1e-6)
+    assert table["transfer: difference"].str.endswith(" points").all()
+    assert ((table["white-box: activations only (%)"] >= 0) & (table["white-box: weights only (%)"] <= 100)).all()

@@ -37,7 +37,7 @@ from qfail.quant import choose_qparams
 from qfail.shift import MNIST_C
 from qfail.sweep import quantized
 from qfail.train import TrainConfig, Trained, train_cached
-from qfail.verdict import finding, paired_difference
+from qfail.verdict import Estimate, finding, paired_difference
 
 __all__ = ["METHODS", "first_inputs", "lenets", "disagreement_rates", "hu_rows", "li_table", "li_rows", "eps_on_the_input_grid", "black_box_pair", "frank_table",
            "primer_rows", "frank_rows"]
@@ -115,36 +115,38 @@ def li_table(source: Trained, data: DataSplits, bits: int, attack: li.Attack, li
     return pd.DataFrame(rows).set_index("part")
 
 
-def eps_on_the_input_grid(source: Trained, data: DataSplits, bits: int, attacks: Sequence[li.Attack],
-                          limit: int | None = None, seed: int = 0, device: str | torch.device = "cpu") -> pd.DataFrame:
-    """Li et al.'s first finding at each attack's budget, beside where that budget lands on the
+def eps_on_the_input_grid(tables: dict[float, pd.DataFrame], source: Trained, data: DataSplits, bits: int,
+                          device: str | torch.device = "cpu") -> pd.DataFrame:
+    """Li et al.'s first finding at each budget, beside where that budget lands on the
     activations-only copy's input grid: a pixel at 0 (most of a Fashion-MNIST image) moved by eps
     is rounded by the first layer's quantizer to a whole number of steps, fewer than eps if eps
-    lies below a half step and more if above, so the copy sees a smaller or a larger attack."""
-    acts = quantized(source, data, "static", "activations", bits, device=device).model
-    first = next(iter(acts.layers.values()))
+    lies below a half step and more if above, so the copy sees a smaller or a larger attack.
+    ``tables`` maps each budget to its :func:`li_table` at ``bits``."""
+    first = next(iter(quantized(source, data, "static", "activations", bits, device=device).model.layers.values()))
+    scale = float(choose_qparams(first.act_lo, first.act_hi, bits, first.config.act_scheme)[0])
     rows = []
-    for attack in attacks:
-        table = li_table(source, data, bits, attack, limit=limit, seed=seed, device=device)
-        scale = float(choose_qparams(first.act_lo, first.act_hi, bits, first.config.act_scheme)[0])
+    for eps, table in sorted(tables.items()):
         with torch.no_grad():
-            moved = float(first.quantize_input(torch.full((1,), attack.eps, device=first.act_lo.device)))
-        row = {"eps": attack.eps, "eps in input steps": attack.eps / scale, "a 0 pixel moved by eps becomes": moved}
+            moved = float(first.quantize_input(torch.full((1,), eps, device=first.act_lo.device)))
+        row = {"eps": eps, "eps in input steps": eps / scale, "a 0 pixel moved by eps becomes": moved}
         for column in ("white-box", "transfer"):
-            a, w = table.loc["activations", "correct"][column], table.loc["weights", "correct"][column]
-            gain = paired_difference(a, w, f"paired over {len(a)} attacked test inputs, one seed")
             row |= {f"{column}: activations only (%)": table.loc["activations", column],
-                    f"{column}: weights only (%)": table.loc["weights", column], f"{column}: difference": gain.text()}
+                    f"{column}: weights only (%)": table.loc["weights", column],
+                    f"{column}: difference": _activations_minus_weights(table, column).text()}
         rows.append(row)
     return pd.DataFrame(rows).set_index("eps")
+
+
+def _activations_minus_weights(table: pd.DataFrame, column: str) -> Estimate:
+    acts, weights = table.loc["activations", "correct"][column], table.loc["weights", "correct"][column]
+    return paired_difference(acts, weights, f"paired over {len(acts)} attacked test inputs, one seed")
 
 
 def li_rows(table: pd.DataFrame, bits: int, attack: li.Attack) -> pd.DataFrame:
     """Li et al.'s first finding, under each attacker of ``li_table``."""
     rows = []
     for column in ("white-box", "transfer"):
-        acts, weights = table.loc["activations", "correct"][column], table.loc["weights", "correct"][column]
-        gain = paired_difference(acts, weights, f"paired over {len(acts)} attacked test inputs, one seed")
+        gain = _activations_minus_weights(table, column)
         rows.append(finding(f"at scale: quantizing activations gives more robustness than quantizing weights "
                             f"({column} {attack.label}, {bits} bits, LeNet-5)",
                             "activation quantization gives stronger robustness gains than weight quantization",

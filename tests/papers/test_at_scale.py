@@ -79,8 +79,8 @@ def test_hu_rows_need_separate_intervals():
 def test_the_budget_is_placed_on_the_activations_only_copys_input_grid(digits, lenets):
     """Below half a step a background pixel moved by eps rounds to one step, above it to two:
     the table says which the activations-only copy met, beside the difference it measured."""
-    attacks = [Attack("pgd", "linf", eps, 1) for eps in (0.09, 0.11)]
-    table = at_scale.eps_on_the_input_grid(lenets["standard"], digits, 4, attacks, limit=40)
+    tables = {eps: at_scale.li_table(lenets["standard"], digits, 4, Attack("pgd", "linf", eps, 1), limit=40) for eps in (0.11, 0.09)}
+    table = at_scale.eps_on_the_input_grid(tables, lenets["standard"], digits, 4)
     assert list(table.index) == [0.09, 0.11]
     step = 1 / 15  # 4 bits over the digits' pixel range [0, 1]
     np.testing.assert_allclose(table["eps in input steps"], [0.09 / step, 0.11 / step], rtol=1e-6)

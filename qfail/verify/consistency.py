@@ -26,7 +26,17 @@ from qfail.verify.program import Program, extract
 if TYPE_CHECKING:  # pandas is imported where a table is built
     import pandas as pd
 
-__all__ = ["falsify", "verify_consistency", "Consistency", "grid_boxes", "consistency_sweep"]
+__all__ = ["falsify", "float32_inside", "verify_consistency", "Consistency", "grid_boxes", "consistency_sweep"]
+
+
+def float32_inside(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 box inside [lo, hi]: the smallest float32 >= lo and the largest <= hi, per
+    coordinate. The networks read float32 inputs, so these are the inputs of the box they can
+    receive; a row with low > high somewhere holds none."""
+    lo32, hi32 = lo.float(), hi.float()
+    lo32 = torch.where(lo32.double() < lo, torch.nextafter(lo32, torch.tensor(np.inf)), lo32)
+    hi32 = torch.where(hi32.double() > hi, torch.nextafter(hi32, torch.tensor(-np.inf)), hi32)
+    return lo32, hi32
 
 
 def falsify(fp: tuple[nn.Module, Program], q: tuple[nn.Module, Program], lo: torch.Tensor, hi: torch.Tensor,
@@ -34,10 +44,12 @@ def falsify(fp: tuple[nn.Module, Program], q: tuple[nn.Module, Program], lo: tor
     """Search each box for an input where the two networks decide differently.
 
     Random points, then projected sign-gradient ascent on min(margin_FP(a), -margin_Q(a)) for
-    every action a (positive exactly where FP takes a and Q does not), through the STE. Every
+    every action a (positive exactly where FP takes a and Q does not), through the STE. The
+    search runs in float32, as the networks do, over the float32 inputs of the box
+    (:func:`float32_inside`), so a counterexample is exactly an input the networks receive. Every
     candidate is re-checked with plain forward passes of the *real* modules.
 
-    Returns (found (N,) bool, counterexamples (N, d); rows without one are NaN).
+    Returns (found (N,) bool, counterexamples (N, d) as float64; rows without one are NaN).
     """
     (fp_model, fp_prog), (q_model, q_prog) = fp, q
     n, d = lo.shape
@@ -46,12 +58,15 @@ def falsify(fp: tuple[nn.Module, Program], q: tuple[nn.Module, Program], lo: tor
     lo, hi = lo.double(), hi.double()
     pts = lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * torch.rand(n, samples, d, generator=gen, dtype=torch.float64)
     pts = torch.cat([((lo + hi) / 2).unsqueeze(1), pts], 1)  # (N, S+1, d)
-    x = pts.unsqueeze(2).expand(-1, -1, k, -1).reshape(-1, d).clone()  # one start per action
+    lo32, hi32 = float32_inside(lo, hi)
+    inhabited = (lo32 <= hi32).all(1)
+    l_rep = lo32.repeat_interleave((samples + 1) * k, 0)
+    h_rep = hi32.repeat_interleave((samples + 1) * k, 0)
+    x = pts.unsqueeze(2).expand(-1, -1, k, -1).reshape(-1, d).float()  # one start per action
+    x = torch.minimum(torch.maximum(x, l_rep), h_rep)
     action = torch.arange(k).repeat(n * (samples + 1))
-    l_rep = lo.repeat_interleave((samples + 1) * k, 0)
-    h_rep = hi.repeat_interleave((samples + 1) * k, 0)
     step = (h_rep - l_rep) / 8
-    best = torch.full((len(x),), -np.inf, dtype=torch.float64)
+    best = torch.full((len(x),), -np.inf)
     best_x = x.clone()
 
     def objective(z_fp: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
@@ -75,10 +90,8 @@ def falsify(fp: tuple[nn.Module, Program], q: tuple[nn.Module, Program], lo: tor
     cand = best_x.reshape(n, (samples + 1) * k, d)
     order = best.reshape(n, -1).argsort(1, descending=True)[:, :k]
     chosen = cand.gather(1, order.unsqueeze(-1).expand(-1, -1, d)).reshape(-1, d)
-    # the real modules run in float32: round into the box so the counterexample stays inside it
-    chosen = torch.minimum(torch.maximum(chosen.float().double(), lo.repeat_interleave(k, 0)), hi.repeat_interleave(k, 0))
     # only candidates the emulation rates as (nearly) disagreeing go to the real modules
-    promising = (best.reshape(n, -1).gather(1, order) >= -1e-4).flatten()
+    promising = (best.reshape(n, -1).gather(1, order) >= -1e-4).flatten() & inhabited.repeat_interleave(k)
     differ = torch.zeros(n * k, dtype=torch.bool)
     if promising.any():
         pts_ = chosen[promising]
@@ -86,7 +99,7 @@ def falsify(fp: tuple[nn.Module, Program], q: tuple[nn.Module, Program], lo: tor
     differ = differ.reshape(n, k)
     found = differ.any(1)
     first = differ.float().argmax(1)
-    cex = chosen.reshape(n, k, d)[torch.arange(n), first]
+    cex = chosen.reshape(n, k, d)[torch.arange(n), first].double()
     cex[~found] = np.nan
     return found, cex
 

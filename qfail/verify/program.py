@@ -57,11 +57,15 @@ class Affine:
 
     def weight_float32(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """W and |W| rounded to float32, and the float64 sums of |W|'s rows: computed once, for
-        the float32 products of wide steps."""
+        the float32 products of wide steps and for the forward pass."""
         if self._weight32 is None:
             w32 = self.weight.float()
             self._weight32 = (w32, w32.abs(), w32.abs().double().sum(1))
         return self._weight32
+
+    def bias_float32(self) -> torch.Tensor:
+        """b rounded to float32, as the network adds it."""
+        return self.bias.float()
 
 
 @dataclass
@@ -108,15 +112,16 @@ class Program:
     out_features: int
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(torch.float64)
+        """The network's output on ``x`` (N, d), in float32 as the network computes it (up to the
+        order of its sums); the rounding steps pass gradients straight through."""
+        x = x.to(torch.float32)
         for step in self.steps:
             if isinstance(step, Affine):
-                x = x @ step.weight.T + step.bias
+                x = x @ step.weight_float32()[0].T + step.bias_float32()
             elif isinstance(step, ReLU):
                 x = torch.relu(x)
             elif step.mode == "static":
-                q = step.apply(x.detach().float()).to(x.dtype)
-                x = x + (q - x).detach()  # straight-through: exact value, identity gradient
+                x = x + (step.apply(x.detach()) - x).detach()  # straight-through: exact value, identity gradient
             else:
                 x = x + (_dynamic_round(x.detach(), step) - x).detach()
         return x
@@ -125,7 +130,7 @@ class Program:
 def _dynamic_round(x: torch.Tensor, step: ActQuant) -> torch.Tensor:
     from qfail.quant.primitives import fake_quantize_tensor
 
-    return fake_quantize_tensor(x.float(), step.bits, step.scheme, axis=0).to(x.dtype)
+    return fake_quantize_tensor(x, step.bits, step.scheme, axis=0)
 
 
 def _static_quant(layer: QuantLayer) -> ActQuant:

@@ -2,6 +2,7 @@
 import importlib
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -129,7 +130,7 @@ def test_program_reproduces_the_network():
         if name == "int8 dynamic":
             continue
         with torch.no_grad():
-            assert torch.allclose(verify.extract(model)(x), model(x).double(), atol=1e-5), name
+            assert torch.allclose(verify.extract(model)(x), model(x), atol=1e-5), name
 
 
 def test_falsifier_counterexamples_are_real_disagreements():
@@ -144,6 +145,29 @@ def test_falsifier_counterexamples_are_real_disagreements():
     with torch.no_grad():
         assert (net(pts).argmax(1) != q(pts).argmax(1)).all()  # plain forward passes
     assert torch.isnan(cex[~found]).all()
+
+
+def test_counterexamples_are_float32_inputs_inside_boxes_float32_cannot_represent():
+    """The networks read float32: a counterexample is one of those inputs, inside the float64 box
+    (a box edge rounded to float32 can fall outside it)."""
+    net = _mlp(4)
+    q = quantize_model(net, QuantConfig(), (2, 2), calibration=[torch.randn(256, 4)])
+    lo = torch.randn(64, 4, dtype=torch.float64) + 1e-9  # edges between float32 values
+    hi = lo + 1.0
+    found, cex = verify.falsify((net, verify.extract(net)), (q, verify.extract(q)), lo, hi)
+    assert found.any()
+    pts = cex[found]
+    assert torch.equal(pts.float().double(), pts)  # exactly float32 values
+    assert ((pts >= lo[found]) & (pts <= hi[found])).all()
+    with torch.no_grad():
+        assert (net(pts.float()).argmax(1) != q(pts.float()).argmax(1)).all()
+    lo32, hi32 = verify.consistency.float32_inside(lo, hi)
+    assert (lo32.double() >= lo).all() and (hi32.double() <= hi).all()
+    assert (torch.nextafter(lo32, torch.tensor(-np.inf)).double() < lo).all()  # the smallest such value
+    assert (torch.nextafter(hi32, torch.tensor(np.inf)).double() > hi).all()
+    narrow = torch.tensor([[1.0 + 2 ** -30]], dtype=torch.float64)  # no float32 between its edges
+    low, high = verify.consistency.float32_inside(narrow, narrow)
+    assert (low > high).all()
 
 
 def test_branch_and_bound_decides_and_respects_budget():

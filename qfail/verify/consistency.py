@@ -46,8 +46,10 @@ def falsify(fp: tuple[nn.Module, Program], q: tuple[nn.Module, Program], lo: tor
     Random points, then projected sign-gradient ascent on min(margin_FP(a), -margin_Q(a)) for
     every action a (positive exactly where FP takes a and Q does not), through the STE. The
     search runs in float32, as the networks do, over the float32 inputs of the box
-    (:func:`float32_inside`), so a counterexample is exactly an input the networks receive. Every
-    candidate is re-checked with plain forward passes of the *real* modules.
+    (:func:`float32_inside`), so a counterexample is exactly an input the networks receive. A box
+    that holds no float32 input (a coordinate fixed at a value float32 cannot hold, such as 0.1)
+    gets none: branch and bound leaves it unknown unless its bounds decide it. Every candidate is
+    re-checked with plain forward passes of the *real* modules.
 
     Returns (found (N,) bool, counterexamples (N, d) as float64; rows without one are NaN).
     """

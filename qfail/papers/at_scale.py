@@ -33,7 +33,6 @@ from qfail.papers.hu import disagreements as dis
 from qfail.papers.hu import verdicts as hu_verdicts
 from qfail.papers.li import pipelines as li
 from qfail.papers.li import verdicts as li_verdicts
-from qfail.quant import choose_qparams
 from qfail.shift import MNIST_C
 from qfail.sweep import quantized
 from qfail.train import TrainConfig, Trained, train_cached
@@ -123,7 +122,7 @@ def eps_on_the_input_grid(tables: dict[float, pd.DataFrame], source: Trained, da
     lies below a half step and more if above, so the copy sees a smaller or a larger attack.
     ``tables`` maps each budget to its :func:`li_table` at ``bits``."""
     first = next(iter(quantized(source, data, "static", "activations", bits, device=device).model.layers.values()))
-    scale = float(choose_qparams(first.act_lo, first.act_hi, bits, first.config.act_scheme)[0])
+    scale = float(first.input_grid()[0])
     rows = []
     for eps, table in sorted(tables.items()):
         with torch.no_grad():

@@ -185,6 +185,13 @@ class QuantLayer(nn.Module):
             raise RuntimeError("static activation quantization needs calibrate() before use")
         return fake_quantize(x, *self._static_grid(bits))
 
+    def input_grid(self) -> tuple:
+        """``(scale, zero_point, q_min, q_max)`` of the calibrated static input quantizer at the
+        layer's own bits: the grid its inputs are rounded to (verification, the chapters' tables)."""
+        if not self.calibrated:
+            raise RuntimeError("static activation quantization needs calibrate() before use")
+        return self._static_grid(self.act_bits)
+
     def _static_grid(self, bits: int | torch.Tensor) -> tuple:
         """``(scale, zero_point, q_min, q_max)`` of the calibrated range at ``bits``, computed once
         per range: on a controller's 64 units the ten small tensor ops of ``choose_qparams`` cost

@@ -63,10 +63,6 @@ class Affine:
             self._weight32 = (w32, w32.abs(), w32.abs().double().sum(1))
         return self._weight32
 
-    def bias_float32(self) -> torch.Tensor:
-        """b rounded to float32, as the network adds it."""
-        return self.bias.float()
-
 
 @dataclass
 class ReLU:
@@ -117,7 +113,7 @@ class Program:
         x = x.to(torch.float32)
         for step in self.steps:
             if isinstance(step, Affine):
-                x = x @ step.weight_float32()[0].T + step.bias_float32()
+                x = x @ step.weight_float32()[0].T + step.bias.float()
             elif isinstance(step, ReLU):
                 x = torch.relu(x)
             elif step.mode == "static":
@@ -134,10 +130,7 @@ def _dynamic_round(x: torch.Tensor, step: ActQuant) -> torch.Tensor:
 
 
 def _static_quant(layer: QuantLayer) -> ActQuant:
-    from qfail.quant.primitives import choose_qparams, integer_levels
-
-    scale, zp = choose_qparams(layer.act_lo, layer.act_hi, layer.act_bits, layer.config.act_scheme)
-    q_min, q_max = integer_levels(layer.act_bits, layer.config.act_scheme)
+    scale, zp, q_min, q_max = layer.input_grid()
     s, z = float(scale), float(zp)
     def apply(t: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():  # no range tracking, whatever mode the model is in

@@ -95,6 +95,27 @@ def test_separation_agrees_with_sklearn_and_finds_a_perfect_score():
     assert np.isnan(metrics.separation(noisy, np.zeros(2000, bool))["AUROC"])
 
 
+def test_resampled_auroc_is_ranking_each_resample_anew_to_the_last_bit():
+    """Ties (scores rounded to a coarse grid) and repeats (bootstrap draws) are where counting per
+    group of equal values could part from ranks; an empty class gives NaN, not a number."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    labels = rng.random(n) < 0.1
+    scores = {"coarse": np.round(labels + rng.normal(0, 0.8, n), 1), "fine": labels * 0.5 + rng.normal(0, 1, n)}
+    draws = [np.arange(n)] + [rng.integers(0, n, n) for _ in range(20)] + [np.flatnonzero(~labels)]
+    got = metrics.resampled_auroc(scores, labels, draws)
+    for name, v in scores.items():
+        for k, idx in enumerate(draws[:-1]):
+            y = labels[idx]
+            n_pos, n_neg = int(y.sum()), int((~y).sum())
+            assert got[name][k] == (rankdata(v[idx])[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        assert got[name][0] == pytest.approx(roc_auc_score(labels, v), abs=1e-12)
+        assert np.isnan(got[name][-1])
+    assert len(np.unique(got["coarse"][:-1])) > 10  # the resamples differ
+
+
 def test_mc_dropout_variance_needs_dropout_and_is_seeded():
     x = torch.randn(10, 4)
     with pytest.raises(ValueError, match="no nn.Dropout"):

@@ -129,6 +129,13 @@ def verify_consistency(fp_model: nn.Module, q_model: nn.Module, lo: torch.Tensor
     same action is closed; where they provably differ, or the falsifier finds a disagreement,
     the root box is refuted; otherwise the box is split in two along its widest side (relative
     to the root) until ``budget`` sub-boxes per root have been bounded (then: unknown).
+
+    A box is a set of real inputs, and at a real x the networks decide what they decide on
+    float32(x), the input they receive (``decide`` rounds it). The bounds enclose the networks on
+    those inputs (a static input quantizer takes the box's ends rounded outward to float32; an
+    affine step's error allowance counts the input's rounding), so a clash proves the decisions
+    differ at every x of the box, and the box's centre is reported as its counterexample; the
+    falsifier's counterexamples are float32 points of the box.
     """
     check_choice("method", method, BOUND_METHODS)
     check_range("budget", budget, 1, 10 ** 7, integer=True)

@@ -11,6 +11,7 @@ from torch import nn
 
 from qfail import verify
 from qfail.quant import QuantConfig, int8_dynamic, quantize_model
+from qfail.quant.int8 import per_call_scale
 
 bounds_module = importlib.import_module("qfail.verify.bounds")  # the module (verify.bounds is its function)
 
@@ -43,8 +44,8 @@ def _float64_bounds(monkeypatch, prog, lo, hi, method, spec=None):
 
 def _outputs(model, pts):
     with torch.no_grad():
-        if any(type(m).__name__ == "DynamicQuantizedLinear" for m in model.modules()):
-            return torch.cat([model(p.unsqueeze(0)) for p in pts])  # per-call activation scale
+        if per_call_scale(model):  # torch.ao's dynamic Linear (its class is named Linear): one scale per call
+            return torch.cat([model(p.unsqueeze(0)) for p in pts])
         return model(pts)
 
 
@@ -103,6 +104,26 @@ def test_forward_pass_for_the_second_layer_equals_back_substitution(monkeypatch)
             backward = [verify.bounds(prog, lo, hi, "crown", s) for s in (None, spec)]
         for f, b in zip(forward, backward):
             assert torch.allclose(f[0], b[0], rtol=0, atol=1e-12) and torch.allclose(f[1], b[1], rtol=0, atol=1e-12), name
+
+
+@pytest.mark.parametrize("method", verify.BOUND_METHODS)
+def test_bounds_hold_for_real_boxes_the_networks_read_in_float32(method):
+    """Moon's boxes are state +- eps std in float64: their ends, and most points inside, are no
+    float32 values, and a network receives each point rounded to float32, perhaps just outside the
+    box. The bounds must hold there too (verify_consistency's semantics), on boxes down to 1e-7
+    wide, where that rounding is a large part of the box."""
+    gen = torch.Generator().manual_seed(3)
+    net = _mlp(3, (4, 32, 32, 2))
+    centres = torch.randn(100, 4, generator=gen, dtype=torch.float64) * 2
+    radius = 10 ** (-7 + 4 * torch.rand(100, 1, generator=gen, dtype=torch.float64))
+    lo, hi = centres - radius, centres + radius
+    assert (lo.float().double() != lo).all()
+    inside = lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * torch.rand(100, 8, 4, generator=gen, dtype=torch.float64)
+    pts = torch.cat([lo.unsqueeze(1), hi.unsqueeze(1), inside], 1)
+    for name, model in _variants(net, torch.randn(512, 4, generator=gen)).items():
+        low, up = verify.bounds(verify.extract(model), lo, hi, method)
+        out = _outputs(model, pts.reshape(-1, 4).float()).reshape(100, 10, -1).double()
+        assert (out >= low.unsqueeze(1)).all() and (out <= up.unsqueeze(1)).all(), name
 
 
 @settings(max_examples=30, deadline=None)

@@ -14,6 +14,7 @@ both sides.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ GAINS = Rule("the mean robust-accuracy difference over matched cells is above 0"
 HELPS_SOMEWHERE = Rule("the robust initialisation's gain is above 0 in at least one regime", low=0.5)
 KEEPS_MOST = Rule("(e) keeps more than 90 % of (d)'s robust accuracy", low=90.0)
 _PAPER = "no numbers published (abstract only)"
+NO_CELLS = "no usable matched cells"  # none in the run, or every one lost more than USABLE_DROP
 
 
 def paired(rows: pd.DataFrame, column: str, a: str, b: str, on: Sequence[str], value: str = "worst",
@@ -51,7 +53,7 @@ def difference(pairs: pd.DataFrame) -> Estimate:
     """Mean robust accuracy of the first column minus the second (points) over matched cells,
     from per-input correctness (``paired(..., correct=True)``), paired over the inputs."""
     if pairs.empty:
-        return Estimate(float("nan"), float("nan"), float("nan"), "no matched cells", "points")
+        return Estimate(float("nan"), float("nan"), float("nan"), NO_CELLS, "points")
     a, b = _stacked(pairs)
     return paired_difference(a, b, f"{len(pairs)} matched cells, paired over {a.shape[1]} attacked inputs, one seed")
 
@@ -60,16 +62,27 @@ def ratio(pairs: pd.DataFrame) -> Estimate:
     """Mean over matched cells of the first column's robust accuracy over the second's (%), from
     per-input correctness, with a bootstrap over the inputs (both sides resampled alike)."""
     if pairs.empty:
-        return Estimate(float("nan"), float("nan"), float("nan"), "no matched cells with robust accuracy", "%")
+        return Estimate(float("nan"), float("nan"), float("nan"), NO_CELLS, "%")
     a, b = _stacked(pairs)
     if (b.sum(axis=1) == 0).any():
-        return Estimate(float("nan"), float("nan"), float("nan"), "no matched cells with robust accuracy", "%")
+        return Estimate(float("nan"), float("nan"), float("nan"),
+                        "undefined: the reference pipeline has no robust accuracy in a matched cell", "%")
 
     def mean_ratio(idx: np.ndarray) -> float:
         below = b[:, idx].sum(axis=1)
         return float(100 * np.mean(a[:, idx].sum(axis=1) / below)) if (below > 0).all() else float("nan")
 
     return bootstrap(mean_ratio, a.shape[1], f"attacked inputs ({len(pairs)} matched cells, one training seed)", "%")
+
+
+def _measured(results: pd.DataFrame, needed: str, estimate: Estimate, text: str) -> tuple[Estimate, str]:
+    """A finding's estimate and text, or, where the run left out a pipeline the finding compares
+    (``pipelines``), an estimate and text that say so instead of a NaN interval."""
+    missing = [p for p in needed if p not in set(results.pipeline)]
+    if not missing:
+        return estimate, text
+    why = f"pipeline{'s' if len(missing) > 1 else ''} {', '.join(f'({p})' for p in missing)} not in this run"
+    return replace(estimate, basis=why), f"not measured: {why}"
 
 
 def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: str, fraction: float) -> pd.DataFrame:
@@ -109,6 +122,15 @@ def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: 
                  if not cost.empty else "")
     partial_text = (f" at {100 * float((partial_cost.iloc[:, 0] / partial_cost.iloc[:, 1]).mean()):.0f} % of its "
                     "QAT cost in examples passed" if not partial_cost.empty else "")
+    adversarial, adversarial_text = _measured(results, "ac", difference(adv_qat),
+                                              f"(c) minus (a): {difference(adv_qat).text()}{cost_text}")
+    transfer, transfer_text = _measured(results, "de", ratio(partial),
+                                        f"(e) on {fraction:.0%} of the data over (d) on all: {ratio(partial).text()} of "
+                                        f"its robust accuracy{partial_text}")
+    clean_transfer, clean_transfer_text = _measured(
+        results, "bg", ratio(clean_partial),
+        f"(g) clean QAT on {fraction:.0%} of the data over (b) clean QAT on all: {ratio(clean_partial).text()} of its "
+        "robust accuracy")
     return pd.DataFrame([
         finding("1. quantizing activations gives more robustness than quantizing weights",
                 "activation quantization gives stronger robustness gains than weight quantization",
@@ -122,16 +144,12 @@ def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: 
                 verdict=HELPS_SOMEWHERE.judge(regimes_count) if regime_gains else "inconclusive"),
         finding("3. adversarial QAT buys robustness (compared with clean QAT from the same float model)",
                 "adversarial training in QAT offers robustness at a large computational cost",
-                difference(adv_qat), GAINS, _PAPER,
-                measured=f"(c) minus (a): {difference(adv_qat).text()}{cost_text}"),
+                adversarial, GAINS, _PAPER, measured=adversarial_text),
         finding("4. from a robust model, QAT on part of the data reaches a robust quantized model",
                 "transfer learning enables robust performance with partial data",
-                ratio(partial), KEEPS_MOST, _PAPER,
-                measured=f"(e) on {fraction:.0%} of the data over (d) on all: {ratio(partial).text()} of its "
-                         f"robust accuracy{partial_text}"),
+                transfer, KEEPS_MOST, _PAPER, measured=transfer_text),
         finding("5. from a robust model, clean QAT on part of the data keeps most of the robustness",
                 "transfer learning enables robust performance with partial data",
-                ratio(clean_partial), Rule("(g) keeps more than 90 % of (b)'s robust accuracy", low=90.0), _PAPER,
-                measured=f"(g) clean QAT on {fraction:.0%} of the data over (b) clean QAT on all: "
-                         f"{ratio(clean_partial).text()} of its robust accuracy"),
+                clean_transfer, Rule("(g) keeps more than 90 % of (b)'s robust accuracy", low=90.0), _PAPER,
+                measured=clean_transfer_text),
     ])

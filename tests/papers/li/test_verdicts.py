@@ -67,4 +67,22 @@ def test_unusable_cells_are_left_out(matrix, column):
     rows = matrix()
     rows.loc[rows.part == "activations", column] = 50.0  # no longer classifies
     table = verdicts.verdict_table(rows, FLOAT, ATTACK, 0.25)
-    assert table["verdict"].iloc[0] == "inconclusive" and "no matched cells" in table["interval from"].iloc[0]
+    assert table["verdict"].iloc[0] == "inconclusive" and "no usable matched cells" in table["interval from"].iloc[0]
+
+
+def test_findings_over_pipelines_the_run_left_out_say_so(matrix):
+    """``-p pipelines a,b,c`` runs no (d), (e) or (g): those rows say which pipelines are missing, not
+    a NaN interval; a finding whose pipelines ran keeps its number."""
+    rows = matrix()
+    table = verdicts.verdict_table(rows[rows.pipeline.isin(["a", "b", "c"])], FLOAT, ATTACK, 0.25)
+    measured, basis = table["measured here (95% interval)"].tolist(), table["interval from"].tolist()
+    assert measured[3] == "not measured: pipelines (d), (e) not in this run"
+    assert measured[4] == "not measured: pipeline (g) not in this run" and basis[4] == "pipeline (g) not in this run"
+    assert table["verdict"].tolist()[2:] == ["reproduced", "inconclusive", "inconclusive"]
+    assert "nan" not in " ".join(measured) and measured[2].startswith("(c) minus (a): ")
+
+
+def test_a_ratio_over_a_reference_without_robust_accuracy_is_undefined(matrix):
+    rows = matrix(robust_gain=-60.0, adv_gain=0.0, acts=0.0, weights=0.0)  # (b) and (d): no input survives
+    table = verdicts.verdict_table(rows, FLOAT, ATTACK, 0.25)
+    assert table["interval from"].iloc[3].startswith("undefined: the reference pipeline has no robust accuracy")

@@ -66,7 +66,7 @@ def ratio(pairs: pd.DataFrame) -> Estimate:
     a, b = _stacked(pairs)
     if (b.sum(axis=1) == 0).any():
         return Estimate(float("nan"), float("nan"), float("nan"),
-                        "undefined: the reference pipeline has no robust accuracy in a matched cell", "%")
+                        "the reference pipeline has no robust accuracy in a matched cell: the ratio is undefined", "%")
 
     def mean_ratio(idx: np.ndarray) -> float:
         below = b[:, idx].sum(axis=1)
@@ -76,13 +76,14 @@ def ratio(pairs: pd.DataFrame) -> Estimate:
 
 
 def _measured(results: pd.DataFrame, needed: str, estimate: Estimate, text: str) -> tuple[Estimate, str]:
-    """A finding's estimate and text, or, where the run left out a pipeline the finding compares
-    (``pipelines``), an estimate and text that say so instead of a NaN interval."""
+    """A finding's estimate and text, or, where there is no number (the run left out a pipeline the
+    finding compares, or no cell could be compared), an estimate and text that say why instead of a
+    NaN interval."""
     missing = [p for p in needed if p not in set(results.pipeline)]
-    if not missing:
-        return estimate, text
-    why = f"pipeline{'s' if len(missing) > 1 else ''} {', '.join(f'({p})' for p in missing)} not in this run"
-    return replace(estimate, basis=why), f"not measured: {why}"
+    if missing:
+        why = f"pipeline{'s' if len(missing) > 1 else ''} {', '.join(f'({p})' for p in missing)} not in this run"
+        return replace(estimate, basis=why), f"not measured: {why}"
+    return estimate, (f"not measured: {estimate.basis}" if np.isnan(estimate.value) else text)
 
 
 def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: str, fraction: float) -> pd.DataFrame:
@@ -114,7 +115,9 @@ def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: 
 
     bg = usable[usable.pipeline.isin(["b", "g"]) & (usable.stage == "clean QAT")]
     clean_partial = paired(bg, "pipeline", "g", "b", ["method", "part", "bits"], correct=True)
-    finding1 = difference(acts_vs_w)
+    finding1, finding1_text = _measured(
+        results, "", difference(acts_vs_w), f"activations minus weights only, usable cells at ≤ 4 bits, strongest "
+        f"attacker: {difference(acts_vs_w).text()}; white-box ({main_attack}) alone: {white.text()}")
     per_regime = [GAINS.judge(e) for e in regime_gains.values()]
     regimes_count = decided_count(per_regime, "regimes")
     # costs in examples passed through the network (the same on every machine; the chapter shows seconds)
@@ -134,9 +137,7 @@ def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: 
     return pd.DataFrame([
         finding("1. quantizing activations gives more robustness than quantizing weights",
                 "activation quantization gives stronger robustness gains than weight quantization",
-                finding1, GAINS, _PAPER,
-                measured=f"activations minus weights only, usable cells at ≤ 4 bits, strongest attacker: {finding1.text()}; "
-                         f"white-box ({main_attack}) alone: {white.text()}"),
+                finding1, GAINS, _PAPER, measured=finding1_text),
         finding("2. a robust initialisation helps in some regimes", "robust initialisation helps in certain regimes",
                 regimes_count, HELPS_SOMEWHERE, _PAPER,
                 measured="; ".join(f"{name}: {e.text()} ({GAINS.judge(e)})" for name, e in regime_gains.items())

@@ -68,6 +68,7 @@ def test_unusable_cells_are_left_out(matrix, column):
     rows.loc[rows.part == "activations", column] = 50.0  # no longer classifies
     table = verdicts.verdict_table(rows, FLOAT, ATTACK, 0.25)
     assert table["verdict"].iloc[0] == "inconclusive" and "no usable matched cells" in table["interval from"].iloc[0]
+    assert table["measured here (95% interval)"].iloc[0] == "not measured: no usable matched cells"
 
 
 def test_findings_over_pipelines_the_run_left_out_say_so(matrix):
@@ -85,4 +86,5 @@ def test_findings_over_pipelines_the_run_left_out_say_so(matrix):
 def test_a_ratio_over_a_reference_without_robust_accuracy_is_undefined(matrix):
     rows = matrix(robust_gain=-60.0, adv_gain=0.0, acts=0.0, weights=0.0)  # (b) and (d): no input survives
     table = verdicts.verdict_table(rows, FLOAT, ATTACK, 0.25)
-    assert table["interval from"].iloc[3].startswith("undefined: the reference pipeline has no robust accuracy")
+    assert table["measured here (95% interval)"].iloc[3] == ("not measured: the reference pipeline has no robust "
+                                                              "accuracy in a matched cell: the ratio is undefined")

@@ -20,7 +20,7 @@ from torch import nn
 
 from qfail.checks import check_choice, check_range
 from qfail.quant.int8 import decide
-from qfail.verify.bounds import BOUND_METHODS, certified_actions
+from qfail.verify.bounds import BOUND_METHODS, _down32, _up32, certified_actions
 from qfail.verify.program import Program, extract
 
 if TYPE_CHECKING:  # pandas is imported where a table is built
@@ -33,10 +33,7 @@ def float32_inside(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, to
     """The float32 box inside [lo, hi]: the smallest float32 >= lo and the largest <= hi, per
     coordinate. The networks read float32 inputs, so these are the inputs of the box they can
     receive; a row with low > high somewhere holds none."""
-    lo32, hi32 = lo.float(), hi.float()
-    lo32 = torch.where(lo32.double() < lo, torch.nextafter(lo32, torch.tensor(np.inf)), lo32)
-    hi32 = torch.where(hi32.double() > hi, torch.nextafter(hi32, torch.tensor(-np.inf)), hi32)
-    return lo32, hi32
+    return _up32(lo), _down32(hi)  # the bounds' outward roundings, turned inward
 
 
 def falsify(fp: tuple[nn.Module, Program], q: tuple[nn.Module, Program], lo: torch.Tensor, hi: torch.Tensor,

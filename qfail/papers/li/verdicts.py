@@ -115,9 +115,10 @@ def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: 
 
     bg = usable[usable.pipeline.isin(["b", "g"]) & (usable.stage == "clean QAT")]
     clean_partial = paired(bg, "pipeline", "g", "b", ["method", "part", "bits"], correct=True)
+    strongest = difference(acts_vs_w)
     finding1, finding1_text = _measured(
-        results, "", difference(acts_vs_w), f"activations minus weights only, usable cells at ≤ 4 bits, strongest "
-        f"attacker: {difference(acts_vs_w).text()}; white-box ({main_attack}) alone: {white.text()}")
+        results, "", strongest, f"activations minus weights only, usable cells at ≤ 4 bits, strongest "
+        f"attacker: {strongest.text()}; white-box ({main_attack}) alone: {white.text()}")
     per_regime = [GAINS.judge(e) for e in regime_gains.values()]
     regimes_count = decided_count(per_regime, "regimes")
     # costs in examples passed through the network (the same on every machine; the chapter shows seconds)
@@ -125,14 +126,15 @@ def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: 
                  if not cost.empty else "")
     partial_text = (f" at {100 * float((partial_cost.iloc[:, 0] / partial_cost.iloc[:, 1]).mean()):.0f} % of its "
                     "QAT cost in examples passed" if not partial_cost.empty else "")
-    adversarial, adversarial_text = _measured(results, "ac", difference(adv_qat),
-                                              f"(c) minus (a): {difference(adv_qat).text()}{cost_text}")
-    transfer, transfer_text = _measured(results, "de", ratio(partial),
-                                        f"(e) on {fraction:.0%} of the data over (d) on all: {ratio(partial).text()} of "
+    adversarial, transfer, clean_transfer = difference(adv_qat), ratio(partial), ratio(clean_partial)  # once each
+    adversarial, adversarial_text = _measured(results, "ac", adversarial,
+                                              f"(c) minus (a): {adversarial.text()}{cost_text}")
+    transfer, transfer_text = _measured(results, "de", transfer,
+                                        f"(e) on {fraction:.0%} of the data over (d) on all: {transfer.text()} of "
                                         f"its robust accuracy{partial_text}")
     clean_transfer, clean_transfer_text = _measured(
-        results, "bg", ratio(clean_partial),
-        f"(g) clean QAT on {fraction:.0%} of the data over (b) clean QAT on all: {ratio(clean_partial).text()} of its "
+        results, "bg", clean_transfer,
+        f"(g) clean QAT on {fraction:.0%} of the data over (b) clean QAT on all: {clean_transfer.text()} of its "
         "robust accuracy")
     return pd.DataFrame([
         finding("1. quantizing activations gives more robustness than quantizing weights",

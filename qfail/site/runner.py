@@ -182,8 +182,9 @@ def _papermill_guess_filter(record: logging.LogRecord) -> bool:
 _COMPARE = {"≥": lambda v, b: v >= b, ">": lambda v, b: v > b, "≤": lambda v, b: v <= b, "<": lambda v, b: v < b}
 
 
-def _violation(rule: str, value: Any, values: dict[str, Any]) -> str | None:
-    """What ``value`` (one element) must be under ``rule``, or None if it complies."""
+def _violation(rule: str, value: Any, values: dict[str, Any], others: tuple[str, ...] = ()) -> str | None:
+    """What ``value`` (one element) must be under ``rule``, or None if it complies. ``others``, the
+    parameter's other rules, narrow the examples a ``kn+r`` rule lists to values they allow too."""
     m = re.fullmatch(r"(≥|>|≤|<)\s*(\S+)", rule)
     if m:
         ref = m.group(2)
@@ -206,7 +207,12 @@ def _violation(rule: str, value: Any, values: dict[str, Any]) -> str | None:
     m = re.fullmatch(r"(\d+)n\+(\d+)", rule)
     if m:
         k, r = int(m.group(1)), int(m.group(2))
-        return None if value >= r and (value - r) % k == 0 else f"of the form {k}n+{r} ({r}, {r + k}, {r + 2 * k}, ...)"
+        if value >= r and (value - r) % k == 0:
+            return None
+        bounds = [o for o in others if re.fullmatch(r"(≥|>|≤|<)\s*\S+", o)]
+        allowed = [v for v in range(r, r + 1000 * k, k) if not any(_violation(b, v, values) for b in bounds)][:3]
+        return f"of the form {k}n+{r}" + "".join(f" and {b}" for b in bounds) + \
+            (f" ({', '.join(map(str, allowed))}, ...)" if allowed else " (no such value)")
     if rule == "data":
         from qfail.data import data_present
 
@@ -247,7 +253,7 @@ def check_constraints(chapter: str, declared: dict[str, Parameter], values: dict
                                          f"expected exactly {m.group(1)} values")
                 continue
             for item in items:
-                need = _violation(rule, item, values)
+                need = _violation(rule, item, values, tuple(o for o in p.constraints if o != rule))
                 if need is not None:
                     shown = value if not isinstance(value, list) else f"{value!r} (element {item!r})"
                     raise ParameterError(f"parameter {p.name}={shown} is not allowed for chapter {chapter!r}; "

@@ -181,7 +181,7 @@ def test_every_declared_constraint_rejects_a_violating_value_before_a_kernel(tmp
     ("hu", {"methods": "standard,pgd"}, "element 'pgd') is not allowed for chapter 'hu'; expected one of 'standard'"),
     ("hu", {"methods": "qat"}, "expected a list that includes 'standard'"),
     ("hu", {"severities": "0,6"}, "element 0) is not allowed for chapter 'hu'; expected ≥ 1"),
-    ("li", {"depth": "21"}, "expected of the form 6n+2 (2, 8, 14, ...)"),
+    ("li", {"depth": "21"}, "expected of the form 6n+2 and ≥ 8 (8, 14, 20, ...)"),  # the examples meet both rules
     ("li", {"linf_eps": "0.1,0.2"}, "expected exactly 3 values"),
     ("li", {"fraction": "1.5"}, "expected ≤ 1"),
     ("frank_pairs", {"models": "cnn,vgg"}, "element 'vgg') is not allowed for chapter 'frank_pairs'; expected one of"),

@@ -7,6 +7,7 @@ import pytest
 
 from qfail.papers import at_scale
 from qfail.papers.hu.disagreements import ID
+from qfail.papers.li import pipelines as li
 from qfail.papers.li.pipelines import Attack
 
 
@@ -56,16 +57,34 @@ def test_frank_rows_judge_the_drops_on_their_paired_intervals(frank):
     assert "paired over 100 test inputs" in few["interval from"].iloc[0]
 
 
+def _li_table(right, float_clean: float, weights_clean: float, n: int = 10_000) -> pd.DataFrame:
+    """``li_table``'s shape: the activations-only copy 10 % robust under white-box PGD, the
+    weights-only one 4 %, both 5 % under transfer (on other inputs: 1,000 discordant, no difference)."""
+    elsewhere = np.roll(right(5.0, n), 500)
+    return pd.DataFrame({"clean": [float_clean, 86.0, weights_clean], "white-box": [1.0, 10.0, 4.0],
+                         "transfer": [1.0, 5.0, 5.0],
+                         "correct": [{"white-box": right(1.0, n), "transfer": right(1.0, n)},
+                                     {"white-box": right(10.0, n), "transfer": right(5.0, n)},
+                                     {"white-box": right(4.0, n), "transfer": elsewhere}]},
+                        index=pd.Index(["float", "activations", "weights"], name="part"))
+
+
 def test_li_rows_read_activations_minus_weights_per_attacker(right):
-    n = 10_000
-    elsewhere = np.roll(right(5.0, n), 500)  # as accurate, on other inputs: 1,000 discordant, no difference
-    table = pd.DataFrame({"clean": [86.0, 86.0], "white-box": [10.0, 4.0], "transfer": [5.0, 5.0],
-                          "correct": [{"white-box": right(10.0, n), "transfer": right(5.0, n)},
-                                      {"white-box": right(4.0, n), "transfer": elsewhere}]},
-                         index=pd.Index(["activations", "weights"], name="part"))
-    rows = at_scale.li_rows(table, 4, Attack("pgd", "linf", 0.1))
+    rows = at_scale.li_rows(_li_table(right, 86.0, 86.0), 4, Attack("pgd", "linf", 0.1))
     assert list(rows.verdict) == ["reproduced", "inconclusive"]
     assert "white-box PGD-linf 0.1" in rows.finding.iloc[0] and "transfer" in rows.finding.iloc[1]
+
+
+def test_li_rows_leave_out_a_copy_that_no_longer_classifies(right):
+    """Li's usable-cell rule: a copy more than 10 points below the float model's clean accuracy
+    measures a broken model, not robustness; at exactly 10 points it still counts."""
+    at_limit = at_scale.li_rows(_li_table(right, 86.0, 76.0), 2, Attack("pgd", "linf", 0.1))
+    assert list(at_limit.verdict) == ["reproduced", "inconclusive"]
+    broken = at_scale.li_rows(_li_table(right, 86.0, 19.2), 2, Attack("pgd", "linf", 0.1))
+    assert list(broken.verdict) == ["inconclusive", "inconclusive"]
+    assert broken["measured here (95% interval)"].str.startswith(
+        "not measured: the weights-only copy's clean accuracy is 19.2 %, 66.8 points below the float model's 86.0 %").all()
+    assert (broken["interval from"] == "no usable matched cells").all()
 
 
 def test_hu_rows_need_separate_intervals():
@@ -87,3 +106,9 @@ def test_the_budget_is_placed_on_the_activations_only_copys_input_grid(digits, l
     np.testing.assert_allclose(table["a 0 pixel moved by eps becomes"], [step, 2 * step], rtol=1e-6)
     assert table["transfer: difference"].str.endswith(" points").all()
     assert ((table["white-box: activations only (%)"] >= 0) & (table["white-box: weights only (%)"] <= 100)).all()
+    attack = Attack("pgd", "linf", 0.11, 1)  # the float row: the source scored as Li's chapter scores its float models
+    transfer = li.transfer_set(lenets["standard"].model, digits, [attack], limit=40)
+    expected = li.evaluate(lenets["standard"].model, digits, [attack], transfer=transfer, limit=40)
+    assert list(tables[0.11].index) == ["float", "weights", "activations"]
+    assert tables[0.11].loc["float", ["clean", "white-box", "transfer"]].tolist() == [
+        expected["clean"], expected[attack.label], expected[f"{attack.label} transfer"]]

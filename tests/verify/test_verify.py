@@ -209,6 +209,22 @@ def test_branch_and_bound_decides_and_respects_budget():
     assert not (same.status == "refuted").any()
 
 
+def test_the_fp_stable_boxes_are_the_same_whichever_method_verifies():
+    """The sweep's FP-stability column is a property of the FP network and the boxes (CROWN's
+    proof), so an IBP run and a CROWN run compare their certified shares on the same boxes; IBP
+    alone proves fewer of them stable on these boxes."""
+    net = _mlp(5)
+    q4 = quantize_model(net, QuantConfig(), (4, 4), calibration=[torch.randn(256, 4)])
+    centres, scale = torch.randn(60, 4, generator=torch.Generator().manual_seed(0)).double(), torch.ones(4).double()
+    sweeps = {m: verify.consistency_sweep(net, {"4-bit": q4}, centres, [0.3], scale, method=m, budget=4)
+              for m in ("ibp", "crown")}
+    prog = verify.extract(net)
+    crown = 100 * float((verify.certified_actions(prog, centres - 0.3, centres + 0.3, "crown") >= 0).double().mean())
+    ibp = 100 * float((verify.certified_actions(prog, centres - 0.3, centres + 0.3, "ibp") >= 0).double().mean())
+    assert sweeps["ibp"]["FP stable (%)"].item() == sweeps["crown"]["FP stable (%)"].item() == crown
+    assert ibp < crown
+
+
 def test_bad_input_is_one_line():
     prog = verify.extract(_mlp(0))
     with pytest.raises(ValueError, match="method='deeppoly' is not allowed; choose one of 'ibp', 'crown'"):

@@ -16,6 +16,7 @@ Intervals are over the test inputs (one seed): Wilson for rates, binomial errors
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -150,7 +151,7 @@ def _unusable(table: pd.DataFrame) -> str:
     reference = table.loc["float", "clean"]
     lost = [f"the {part}-only copy's clean accuracy is {table.loc[part, 'clean']:.1f} %, "
             f"{reference - table.loc[part, 'clean']:.1f} points below the float model's {reference:.1f} %"
-            for part in ("weights", "activations") if table.loc[part, "clean"] < reference - li_verdicts.USABLE_DROP]
+            for part in ("weights", "activations") if not li_verdicts.usable(table.loc[part, "clean"], reference)]
     return "; ".join(lost) + f" (Li's usable cells lose at most {li_verdicts.USABLE_DROP:g})" if lost else ""
 
 
@@ -164,8 +165,7 @@ def li_rows(table: pd.DataFrame, bits: int, attack: li.Attack) -> pd.DataFrame:
         measured = (f"activations only {table.loc['activations', column]:.1f} % vs weights only "
                     f"{table.loc['weights', column]:.1f} %: {gain.text()}")
         if unusable:
-            nan = float("nan")
-            gain, measured = replace(gain, value=nan, low=nan, high=nan, basis=li_verdicts.NO_CELLS), \
+            gain, measured = Estimate(math.nan, math.nan, math.nan, li_verdicts.NO_CELLS, "points"), \
                 f"not measured: {unusable}"
         rows.append(finding(f"at scale: quantizing activations gives more robustness than quantizing weights "
                             f"({column} {attack.label}, {bits} bits, LeNet-5)",

@@ -179,13 +179,14 @@ def _papermill_guess_filter(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Passed unknown parameter")
 
 
+_BOUND = re.compile(r"(≥|>|≤|<)\s*(\S+)")  # a comparison rule: "≥ 8", "< eps"
 _COMPARE = {"≥": lambda v, b: v >= b, ">": lambda v, b: v > b, "≤": lambda v, b: v <= b, "<": lambda v, b: v < b}
 
 
 def _violation(rule: str, value: Any, values: dict[str, Any], others: tuple[str, ...] = ()) -> str | None:
     """What ``value`` (one element) must be under ``rule``, or None if it complies. ``others``, the
     parameter's other rules, narrow the examples a ``kn+r`` rule lists to values they allow too."""
-    m = re.fullmatch(r"(≥|>|≤|<)\s*(\S+)", rule)
+    m = _BOUND.fullmatch(rule)
     if m:
         ref = m.group(2)
         bound = values[ref] if ref in values else ast.literal_eval(ref)  # a number, or another parameter's value
@@ -209,7 +210,7 @@ def _violation(rule: str, value: Any, values: dict[str, Any], others: tuple[str,
         k, r = int(m.group(1)), int(m.group(2))
         if value >= r and (value - r) % k == 0:
             return None
-        bounds = [o for o in others if re.fullmatch(r"(≥|>|≤|<)\s*\S+", o)]
+        bounds = [o for o in others if _BOUND.fullmatch(o)]
         allowed = [v for v in range(r, r + 1000 * k, k) if not any(_violation(b, v, values) for b in bounds)][:3]
         return f"of the form {k}n+{r}" + "".join(f" and {b}" for b in bounds) + \
             (f" ({', '.join(map(str, allowed))}, ...)" if allowed else " (no such value)")

@@ -22,7 +22,7 @@ import pandas as pd
 from qfail.papers.li.pipelines import transfer_source
 from qfail.verdict import Estimate, Rule, bootstrap, decided_count, finding, paired_difference
 
-__all__ = ["USABLE_DROP", "GAINS", "HELPS_SOMEWHERE", "KEEPS_MOST", "paired", "difference", "ratio", "verdict_table"]
+__all__ = ["USABLE_DROP", "usable", "GAINS", "HELPS_SOMEWHERE", "KEEPS_MOST", "paired", "difference", "ratio", "verdict_table"]
 
 USABLE_DROP = 10.0  # points of clean accuracy a cell may lose and still count as usable
 GAINS = Rule("the mean robust-accuracy difference over matched cells is above 0", low=0.0)
@@ -30,6 +30,12 @@ HELPS_SOMEWHERE = Rule("the robust initialisation's gain is above 0 in at least 
 KEEPS_MOST = Rule("(e) keeps more than 90 % of (d)'s robust accuracy", low=90.0)
 _PAPER = "no numbers published (abstract only)"
 NO_CELLS = "no usable matched cells"  # none in the run, or every one lost more than USABLE_DROP
+
+
+def usable(clean, reference):  # floats or aligned Series -> bool (or a bool Series)
+    """Whether a cell of clean accuracy ``clean`` (%) still counts against its float model's
+    ``reference``: it loses at most ``USABLE_DROP`` points (the rule every Li finding applies)."""
+    return clean >= reference - USABLE_DROP
 
 
 def paired(rows: pd.DataFrame, column: str, a: str, b: str, on: Sequence[str], value: str = "worst",
@@ -90,30 +96,30 @@ def verdict_table(results: pd.DataFrame, float_rows: pd.DataFrame, main_attack: 
     """The findings from ``run_matrix``'s results (with ``strongest``'s ``worst``) and ``float_rows``."""
     fp_clean = float_rows.set_index("init")["clean"]
     reference = results.init.map(lambda i: fp_clean.get(transfer_source(i), float("nan")))  # random: standard's
-    usable = results[results.clean >= reference - USABLE_DROP]
-    low = usable[usable.bits <= 4]
+    usable_cells = results[usable(results.clean, reference)]
+    low = usable_cells[usable_cells.bits <= 4]
     cells = ["pipeline", "method", "bits"]
     acts_vs_w = paired(low, "part", "activations", "weights", cells, correct=True)
     white = difference(paired(low, "part", "activations", "weights", cells, main_attack, correct=True))
     regimes = {
-        "PTQ": paired(usable[usable.stage == "PTQ"], "pipeline", "b", "a", ["method", "part", "bits"], correct=True),
-        "clean QAT": paired(usable[usable.stage == "clean QAT"], "pipeline", "b", "a", ["method", "part", "bits"], correct=True),
-        "adversarial QAT": paired(usable[usable.stage == "adversarial QAT"], "pipeline", "d", "c",
+        "PTQ": paired(usable_cells[usable_cells.stage == "PTQ"], "pipeline", "b", "a", ["method", "part", "bits"], correct=True),
+        "clean QAT": paired(usable_cells[usable_cells.stage == "clean QAT"], "pipeline", "b", "a", ["method", "part", "bits"], correct=True),
+        "adversarial QAT": paired(usable_cells[usable_cells.stage == "adversarial QAT"], "pipeline", "d", "c",
                                   ["method", "part", "bits"], correct=True),
-        "clean QAT against a random initialisation": paired(usable[usable.stage.isin(["clean QAT", "QAT from scratch"])],
+        "clean QAT against a random initialisation": paired(usable_cells[usable_cells.stage.isin(["clean QAT", "QAT from scratch"])],
                                                             "pipeline", "b", "f", ["method", "part", "bits"],
                                                             correct=True),
     }
     regime_gains = {name: difference(pairs) for name, pairs in regimes.items() if not pairs.empty}
-    qat_ac = usable[usable.pipeline.isin(["a", "c"]) & (usable.stage != "PTQ")]
+    qat_ac = usable_cells[usable_cells.pipeline.isin(["a", "c"]) & (usable_cells.stage != "PTQ")]
     adv_qat = paired(qat_ac, "pipeline", "c", "a", ["method", "part", "bits"], correct=True)
     cost = paired(results[results.stage != "PTQ"], "pipeline", "c", "a", ["method", "part", "bits"], "QAT passes")
-    de = usable[usable.pipeline.isin(["d", "e"])]
+    de = usable_cells[usable_cells.pipeline.isin(["d", "e"])]
     partial = paired(de, "pipeline", "e", "d", ["method", "part", "bits"], correct=True)
     partial_cost = paired(results[results.pipeline.isin(["d", "e"])], "pipeline", "e", "d",
                           ["method", "part", "bits"], "QAT passes")
 
-    bg = usable[usable.pipeline.isin(["b", "g"]) & (usable.stage == "clean QAT")]
+    bg = usable_cells[usable_cells.pipeline.isin(["b", "g"]) & (usable_cells.stage == "clean QAT")]
     clean_partial = paired(bg, "pipeline", "g", "b", ["method", "part", "bits"], correct=True)
     strongest = difference(acts_vs_w)
     finding1, finding1_text = _measured(

@@ -123,7 +123,9 @@ def eps_on_the_input_grid(tables: dict[float, pd.DataFrame], source: Trained, da
     activations-only copy's input grid: a pixel at 0 (most of a Fashion-MNIST image) moved by eps
     is rounded by the first layer's quantizer to a whole number of steps, fewer than eps if eps
     lies below a half step and more if above, so the copy sees a smaller or a larger attack.
-    ``tables`` maps each budget to its :func:`li_table` at ``bits``."""
+    ``tables`` maps each budget to its :func:`li_table` at ``bits``. Where a copy is not one of
+    Li's usable cells (:func:`li_rows`, which say why) the differences say so, short enough for a
+    table cell, instead of measuring a broken model."""
     first = next(iter(quantized(source, data, "static", "activations", bits, device=device).model.layers.values()))
     scale = float(first.input_grid()[0])
     rows = []
@@ -131,10 +133,13 @@ def eps_on_the_input_grid(tables: dict[float, pd.DataFrame], source: Trained, da
         with torch.no_grad():
             moved = float(first.quantize_input(torch.full((1,), eps, device=first.act_lo.device)))
         row = {"eps": eps, "eps in input steps": eps / scale, "a 0 pixel moved by eps becomes": moved}
+        unusable = _unusable_parts(table)
+        left_out = "not measured (" + ("neither copy usable)" if len(unusable) == 2 else f"{unusable[0]}-only copy unusable)") \
+            if unusable else ""
         for column in ("white-box", "transfer"):
             row |= {f"{column}: activations only (%)": table.loc["activations", column],
                     f"{column}: weights only (%)": table.loc["weights", column],
-                    f"{column}: difference": _activations_minus_weights(table, column).text()}
+                    f"{column}: difference": left_out or _activations_minus_weights(table, column).text()}
         rows.append(row)
     return pd.DataFrame(rows).set_index("eps")
 
@@ -151,8 +156,14 @@ def _unusable(table: pd.DataFrame) -> str:
     reference = table.loc["float", "clean"]
     lost = [f"the {part}-only copy's clean accuracy is {table.loc[part, 'clean']:.1f} %, "
             f"{reference - table.loc[part, 'clean']:.1f} points below the float model's {reference:.1f} %"
-            for part in ("weights", "activations") if not li_verdicts.usable(table.loc[part, "clean"], reference)]
+            for part in _unusable_parts(table)]
     return "; ".join(lost) + f" (Li's usable cells lose at most {li_verdicts.USABLE_DROP:g})" if lost else ""
+
+
+def _unusable_parts(table: pd.DataFrame) -> list[str]:
+    """The copies of an :func:`li_table` that Li's usable-cell rule leaves out."""
+    return [part for part in ("weights", "activations")
+            if not li_verdicts.usable(table.loc[part, "clean"], table.loc["float", "clean"])]
 
 
 def li_rows(table: pd.DataFrame, bits: int, attack: li.Attack) -> pd.DataFrame:

@@ -112,3 +112,14 @@ def test_the_budget_is_placed_on_the_activations_only_copys_input_grid(digits, l
     assert list(tables[0.11].index) == ["float", "weights", "activations"]
     assert tables[0.11].loc["float", ["clean", "white-box", "transfer"]].tolist() == [
         expected["clean"], expected[attack.label], expected[f"{attack.label} transfer"]]
+
+
+def test_the_grid_table_measures_no_difference_where_a_copy_is_not_usable(right, digits, lenets):
+    """The verdict rows' usable-cell rule holds in the grid table beside them: a broken copy's
+    difference would measure the breakage, at every budget."""
+    tables = {0.09: _li_table(right, 86.0, 86.0), 0.1: _li_table(right, 86.0, 19.2), 0.11: _li_table(right, 100.0, 19.2)}
+    table = at_scale.eps_on_the_input_grid(tables, lenets["standard"], digits, 4)
+    assert table.loc[0.09, "white-box: difference"].endswith(" points")
+    assert (table.loc[0.1, ["white-box: difference", "transfer: difference"]]
+            == "not measured (weights-only copy unusable)").all()
+    assert table.loc[0.11, "transfer: difference"] == "not measured (neither copy usable)"

@@ -183,9 +183,11 @@ _BOUND = re.compile(r"(≥|>|≤|<)\s*(\S+)")  # a comparison rule: "≥ 8", "< 
 _COMPARE = {"≥": lambda v, b: v >= b, ">": lambda v, b: v > b, "≤": lambda v, b: v <= b, "<": lambda v, b: v < b}
 
 
-def _violation(rule: str, value: Any, values: dict[str, Any], others: tuple[str, ...] = ()) -> str | None:
+def _violation(rule: str, value: Any, values: dict[str, Any], others: tuple[str, ...] = (),
+               choices: tuple = ()) -> str | None:
     """What ``value`` (one element) must be under ``rule``, or None if it complies. ``others``, the
-    parameter's other rules, narrow the examples a ``kn+r`` rule lists to values they allow too."""
+    parameter's other rules, narrow the examples a ``kn+r`` rule lists to values they allow too;
+    ``choices``, its ``Literal`` values, are what the ``data`` rule says are present here."""
     m = _BOUND.fullmatch(rule)
     if m:
         ref = m.group(2)
@@ -215,10 +217,13 @@ def _violation(rule: str, value: Any, values: dict[str, Any], others: tuple[str,
         return f"of the form {k}n+{r}" + "".join(f" and {b}" for b in bounds) + \
             (f" ({', '.join(map(str, allowed))}, ...)" if allowed else " (no such value)")
     if rule == "data":
-        from qfail.data import data_present
+        from qfail.data import data_present, default_data_root
 
-        return None if data_present(value) else "a data set whose files are present (see qfail.data; " \
-            "torchvision sets need their files under $QFAIL_DATA, Fashion-MNIST Debian's dataset-fashion-mnist)"
+        if data_present(value):
+            return None
+        present = ", ".join(repr(c) for c in choices if data_present(c)) or "none"
+        return f"a data set whose files are present: here {present} (torchvision's sets need their files under " \
+            f"$QFAIL_DATA, now {default_data_root()}; Fashion-MNIST comes with Debian's dataset-fashion-mnist)"
     if rule == "device":
         import torch
 
@@ -254,7 +259,7 @@ def check_constraints(chapter: str, declared: dict[str, Parameter], values: dict
                                          f"expected exactly {m.group(1)} values")
                 continue
             for item in items:
-                need = _violation(rule, item, values, tuple(o for o in p.constraints if o != rule))
+                need = _violation(rule, item, values, tuple(o for o in p.constraints if o != rule), p.allowed or ())
                 if need is not None:
                     shown = value if not isinstance(value, list) else f"{value!r} (element {item!r})"
                     raise ParameterError(f"parameter {p.name}={shown} is not allowed for chapter {chapter!r}; "

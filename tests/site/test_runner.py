@@ -192,3 +192,17 @@ def test_constraint_messages_name_the_parameter_and_the_allowed_values(chapter, 
     with pytest.raises(runner.ParameterError) as err:
         runner.coerce_parameters(chapter, given)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_missing_data_set_is_refused_with_the_ones_present_and_where_the_others_go(tmp_path, monkeypatch):
+    monkeypatch.setenv("QFAIL_DATA", str(tmp_path))
+    with pytest.raises(runner.ParameterError) as err:
+        runner.coerce_parameters("hu", {"dataset": "mnist"})
+    assert str(err.value).startswith("parameter dataset=mnist is not allowed for chapter 'hu'; expected a data set "
+                                     "whose files are present: here 'digits', 'fashion_mnist' (")
+    assert f"$QFAIL_DATA, now {tmp_path};" in str(err.value) and "\n" not in str(err.value)
+    (tmp_path / "MNIST" / "raw").mkdir(parents=True)
+    (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").touch()  # what data_present looks for
+    with pytest.raises(runner.ParameterError, match="here 'digits', 'mnist', 'fashion_mnist' "):
+        runner.coerce_parameters("hu", {"dataset": "cifar10"})
+    assert runner.coerce_parameters("hu", {"dataset": "mnist"}) == {"dataset": "mnist"}

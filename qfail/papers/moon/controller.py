@@ -32,7 +32,7 @@ from qfail.train import TrainConfig, Trained, adam, fit, seed_everything
 if TYPE_CHECKING:  # pandas is imported where a table is built
     import pandas as pd
 
-__all__ = ["RLConfig", "Rollouts", "controller_net", "reinforce", "train_controller", "rollout", "qat_controller", "FINE_TUNE_METHODS",
+__all__ = ["RLConfig", "Rollouts", "controller_net", "reinforce", "train_controller", "rollout", "qat_controller", "FINE_TUNE_METHODS", "input_grid_ceiling",
            "qat_seeds_table", "controller_table", "ENV_ID", "MAX_STEPS", "OBS_NAMES"]
 
 ENV_ID = "CartPole-v1"
@@ -294,6 +294,19 @@ def _agreement(model: nn.Module, reference: Rollouts) -> float:
     from qfail.quant.int8 import decide
 
     return 100 * float((decide(model, reference.states) == reference.actions).float().mean())
+
+
+def input_grid_ceiling(model: QuantizedModel, reference: Rollouts) -> tuple[int, float]:
+    """The cells of ``model``'s first input grid that ``reference``'s visited states fall in,
+    and the best agreement (%) any controller reading that grid can reach: each cell's most
+    frequent reference action. QAT here keeps the PTQ ranges, hence the grid, so no QAT run
+    can rise above it; where PTQ already meets it, QAT has nothing left to recover."""
+    first = next(iter(model.layers.values()))
+    with torch.no_grad():
+        cells, cell = torch.unique(first.quantize_input(reference.states), dim=0, return_inverse=True)
+    counts = torch.zeros(len(cells), int(reference.actions.max()) + 1).index_put_(
+        (cell, reference.actions), torch.ones(len(cell)), accumulate=True)
+    return len(cells), 100 * float(counts.max(1).values.sum()) / len(cell)
 
 
 def qat_seeds_table(source: Trained, bits: int, reference: Rollouts, seeds: Sequence[int], episodes: int = 20,

@@ -1,4 +1,5 @@
 """CartPole controller training and rollouts, QAT of a controller."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -93,3 +94,19 @@ def test_bad_rl_arguments():
         rl.qat_controller(Trained(nn.Linear(4, 2), {}), 4, torch.zeros(1, 4), method="ppo")
     with pytest.raises(ValueError, match="episodes=0 is out of range"):
         rl.RLConfig(episodes=0)
+
+
+def test_the_agreement_ceiling_is_each_grid_cells_most_frequent_action(policy):
+    """Three states share a cell of the 2-bit grid (step 1/3 of the calibrated range [0, 1]) with
+    actions 0, 1, 1, and a fourth has one of its own: 2 cells, at best 3 of 4 agree."""
+    from qfail.quant import QuantConfig, quantize_model
+
+    states = torch.tensor([[0.0, 0, 0, 0], [0.01, 0, 0, 0], [0.02, 0, 0, 0], [1.0, 1, 1, 1]])
+    reference = rl.Rollouts(np.array([4.0]), states, torch.tensor([0, 1, 1, 0]))
+    model = quantize_model(policy, QuantConfig(), (2, 2), calibration=[states])
+    assert rl.input_grid_ceiling(model, reference) == (2, 75.0)
+    run = rl.rollout(policy, 2, seed=7)  # a real controller's agreement stays under its grid's ceiling
+    for bits in (2, 4):
+        ptq = quantize_model(policy, QuantConfig(), (bits, bits), calibration=[run.states])
+        cells, ceiling = rl.input_grid_ceiling(ptq, run)
+        assert 1 <= cells <= len(run.states) and rl._agreement(ptq, run) <= ceiling <= 100

@@ -32,7 +32,7 @@ from qfail.train import TrainConfig, Trained, adam, fit, seed_everything
 if TYPE_CHECKING:  # pandas is imported where a table is built
     import pandas as pd
 
-__all__ = ["RLConfig", "Rollouts", "controller_net", "reinforce", "train_controller", "rollout", "qat_controller", "FINE_TUNE_METHODS", "input_grid_ceiling",
+__all__ = ["RLConfig", "Rollouts", "controller_net", "reinforce", "train_controller", "rollout", "qat_controller", "FINE_TUNE_METHODS", "input_grid_ceiling", "input_grid_table",
            "qat_seeds_table", "controller_table", "ENV_ID", "MAX_STEPS", "OBS_NAMES"]
 
 ENV_ID = "CartPole-v1"
@@ -307,6 +307,24 @@ def input_grid_ceiling(model: QuantizedModel, reference: Rollouts) -> tuple[int,
     counts = torch.zeros(len(cells), int(reference.actions.max()) + 1).index_put_(
         (cell, reference.actions), torch.ones(len(cell)), accumulate=True)
     return len(cells), 100 * float(counts.max(1).values.sum()) / len(cell)
+
+
+def input_grid_table(ptq: dict[int, QuantizedModel], reference: Rollouts, controllers: pd.DataFrame) -> pd.DataFrame:
+    """Per bit-width of ``ptq``: the first layer's input step, against the spread of the pole
+    angle, the grid's :func:`input_grid_ceiling`, and the agreement of the PTQ and QAT rows of
+    ``controllers`` (a :func:`controller_table` with rows ``"PTQ {b}-bit"`` and ``"QAT {b}-bit"``)."""
+    import pandas as pd
+
+    angle_std = float(reference.states[:, OBS_NAMES.index("pole angle")].std())
+    rows = []
+    for bits, model in ptq.items():
+        step = float(next(iter(model.layers.values())).input_grid()[0])
+        cells, ceiling = input_grid_ceiling(model, reference)
+        rows.append({"bits": bits, "input step": step, "step / std of pole angle": step / angle_std,
+                     "grid cells visited": cells, "agreement ceiling (%)": ceiling,
+                     **{f"{kind} agreement (%)": controllers.loc[f"{kind} {bits}-bit", "agreement with FP (%)"]
+                        for kind in ("PTQ", "QAT")}})
+    return pd.DataFrame(rows).set_index("bits")
 
 
 def qat_seeds_table(source: Trained, bits: int, reference: Rollouts, seeds: Sequence[int], episodes: int = 20,

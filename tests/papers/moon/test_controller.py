@@ -1,5 +1,6 @@
 """CartPole controller training and rollouts, QAT of a controller."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -106,7 +107,13 @@ def test_the_agreement_ceiling_is_each_grid_cells_most_frequent_action(policy):
     model = quantize_model(policy, QuantConfig(), (2, 2), calibration=[states])
     assert rl.input_grid_ceiling(model, reference) == (2, 75.0)
     run = rl.rollout(policy, 2, seed=7)  # a real controller's agreement stays under its grid's ceiling
-    for bits in (2, 4):
-        ptq = quantize_model(policy, QuantConfig(), (bits, bits), calibration=[run.states])
-        cells, ceiling = rl.input_grid_ceiling(ptq, run)
-        assert 1 <= cells <= len(run.states) and rl._agreement(ptq, run) <= ceiling <= 100
+    ptq = {bits: quantize_model(policy, QuantConfig(), (bits, bits), calibration=[run.states]) for bits in (2, 4)}
+    for model in ptq.values():
+        cells, ceiling = rl.input_grid_ceiling(model, run)
+        assert 1 <= cells <= len(run.states) and rl._agreement(model, run) <= ceiling <= 100
+    rows = pd.DataFrame({"agreement with FP (%)": [50.0, 60.0, 70.0, 80.0]},
+                        index=["PTQ 2-bit", "QAT 2-bit", "PTQ 4-bit", "QAT 4-bit"])
+    grid = rl.input_grid_table(ptq, run, rows)
+    assert list(grid.index) == [2, 4] and grid.loc[2, "QAT agreement (%)"] == 60.0
+    assert tuple(grid.loc[4, ["grid cells visited", "agreement ceiling (%)"]]) == rl.input_grid_ceiling(ptq[4], run)
+    assert grid.loc[2, "input step"] > grid.loc[4, "input step"] > 0

@@ -106,6 +106,7 @@ def sklearn_teacher(data: DataSplits, kind: str = "mlp", seed: int = 0):
     Fitting is deterministic, so a process fits each (data, kind, seed) once and hands the
     same fitted model to every later call (a chapter sweeping query budgets asks many times).
     """
+    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.neural_network import MLPClassifier
     from sklearn.svm import SVC
@@ -115,7 +116,9 @@ def sklearn_teacher(data: DataSplits, kind: str = "mlp", seed: int = 0):
     if key not in _TEACHERS:
         model = {"mlp": lambda: MLPClassifier((128,), max_iter=400, random_state=seed),
                  "forest": lambda: RandomForestClassifier(300, random_state=seed),
-                 "svm": lambda: SVC(probability=True, random_state=seed)}[kind]()
+                 # SVC's own probability=True is deprecated (scikit-learn 1.9): the same Platt scaling on
+                 # 5-fold out-of-fold scores, then the SVC fitted on all the data
+                 "svm": lambda: CalibratedClassifierCV(SVC(random_state=seed), method="sigmoid", cv=5, ensemble=False)}[kind]()
         _TEACHERS[key] = model.fit(data.train.x.reshape(len(data.train), -1).numpy(), data.train.y.numpy())
     return _TEACHERS[key]
 

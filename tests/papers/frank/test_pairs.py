@@ -50,6 +50,18 @@ def test_teacher_is_fitted_once_per_data_kind_and_seed(digits):
         distill.sklearn_teacher(digits, "knn")
 
 
+def test_every_scikit_learn_inside_answers_probabilities_without_a_warning(digits):
+    """A chapter prints what the teacher's fit warns; SVC's own probability=True is deprecated."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        for kind in ("svm", "forest"):
+            p = distill.sklearn_teacher(digits, kind, 2).predict_proba(digits.test.x[:50].flatten(1).numpy())
+            assert p.shape == (50, 10) and np.allclose(p.sum(1), 1)
+
+
 def test_a_network_can_be_the_black_boxs_inside(digits):
     inside = distill.network_teacher(digits, "cnn", seed=0, epochs=2)
     box = distill.BlackBox(inside.predict_proba, budget=100)

@@ -116,8 +116,9 @@ def sklearn_teacher(data: DataSplits, kind: str = "mlp", seed: int = 0):
     if key not in _TEACHERS:
         model = {"mlp": lambda: MLPClassifier((128,), max_iter=400, random_state=seed),
                  "forest": lambda: RandomForestClassifier(300, random_state=seed),
-                 # SVC's own probability=True is deprecated (scikit-learn 1.9): the same Platt scaling on
-                 # 5-fold out-of-fold scores, then the SVC fitted on all the data
+                 # SVC's own probability=True is deprecated (scikit-learn 1.9): Platt scaling of 5-fold
+                 # out-of-fold scores, one class against the rest (libsvm coupled the pairs), then the
+                 # SVC fitted on all the data
                  "svm": lambda: CalibratedClassifierCV(SVC(random_state=seed), method="sigmoid", cv=5, ensemble=False)}[kind]()
         _TEACHERS[key] = model.fit(data.train.x.reshape(len(data.train), -1).numpy(), data.train.y.numpy())
     return _TEACHERS[key]

@@ -126,7 +126,7 @@ def eps_on_the_input_grid(tables: dict[float, pd.DataFrame], source: Trained, da
     ``tables`` maps each budget to its :func:`li_table` at ``bits``. Where a copy is not one of
     Li's usable cells (:func:`li_rows`, which say why) the differences say so, short enough for a
     table cell, instead of measuring a broken model."""
-    first = next(iter(quantized(source, data, "static", "activations", bits, device=device).model.layers.values()))
+    first = quantized(source, data, "static", "activations", bits, device=device).model.first_layer
     scale = float(first.input_grid()[0])
     rows = []
     for eps, table in sorted(tables.items()):
@@ -134,8 +134,8 @@ def eps_on_the_input_grid(tables: dict[float, pd.DataFrame], source: Trained, da
             moved = float(first.quantize_input(torch.full((1,), eps, device=first.act_lo.device)))
         row = {"eps": eps, "eps in input steps": eps / scale, "a 0 pixel moved by eps becomes": moved}
         unusable = _unusable_parts(table)
-        left_out = "not measured (" + ("neither copy usable)" if len(unusable) == 2 else f"{unusable[0]}-only copy unusable)") \
-            if unusable else ""
+        left_out = ("not measured (neither copy usable)" if len(unusable) == 2
+                    else f"not measured ({unusable[0]}-only copy unusable)" if unusable else "")
         for column in ("white-box", "transfer"):
             row |= {f"{column}: activations only (%)": table.loc["activations", column],
                     f"{column}: weights only (%)": table.loc["weights", column],

@@ -324,6 +324,12 @@ class QuantizedModel(nn.Module):
         return {n: self.net.get_submodule(n) for n in self.layer_names}
 
     @property
+    def first_layer(self) -> QuantLayer:
+        """The layer that reads the network's input: its input grid is the one the image (or the
+        observation) itself is rounded to."""
+        return self.net.get_submodule(self.layer_names[0])
+
+    @property
     def layer_bits(self) -> dict[str, tuple[int, int]]:
         return {n: (q.weight_bits, q.act_bits) for n, q in self.layers.items()}
 

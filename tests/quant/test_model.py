@@ -16,6 +16,7 @@ def test_layer_bits_dict_sets_the_named_layers(trained_cnn):
     assert len(layer.quantized_weight()[0].unique()) <= 2 ** 3
     qm.set_layer_bits([(8, 8), (4, 4), (2, 6)])
     assert [(q.weight_bits, q.act_bits) for q in qm.layers.values()] == [(8, 8), (4, 4), (2, 6)]
+    assert qm.first_layer is qm.layers["features.0"]  # the layer that reads the image
 
 
 def test_only_named_layer_changes_output(trained_cnn, digits, float32_bound):

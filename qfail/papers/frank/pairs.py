@@ -102,7 +102,7 @@ def dynamic_network(student: nn.Module, weight_bits: int = 32) -> QuantizedModel
 def early_features(network: QuantizedModel) -> Callable[[torch.Tensor], torch.Tensor]:
     """x -> the float output of the network's first quantizable layer, flattened (no gradient):
     what the network itself makes of an input, for a policy to condition on."""
-    first = next(iter(network.layers.values()))
+    first = network.first_layer
 
     @torch.no_grad()
     def features(x: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ _PAPER = "no numbers published (abstract only)"
 NO_CELLS = "no usable matched cells"  # none in the run, or every one lost more than USABLE_DROP
 
 
-def usable(clean, reference):  # floats or aligned Series -> bool (or a bool Series)
+def usable(clean: float | pd.Series, reference: float | pd.Series) -> bool | pd.Series:
     """Whether a cell of clean accuracy ``clean`` (%) still counts against its float model's
     ``reference``: it loses at most ``USABLE_DROP`` points (the rule every Li finding applies)."""
     return clean >= reference - USABLE_DROP

@@ -301,9 +301,8 @@ def input_grid_ceiling(model: QuantizedModel, reference: Rollouts) -> tuple[int,
     and the best agreement (%) any controller reading that grid can reach: each cell's most
     frequent reference action. QAT here keeps the PTQ ranges, hence the grid, so no QAT run
     can rise above it; where PTQ already meets it, QAT has nothing left to recover."""
-    first = next(iter(model.layers.values()))
     with torch.no_grad():
-        cells, cell = torch.unique(first.quantize_input(reference.states), dim=0, return_inverse=True)
+        cells, cell = torch.unique(model.first_layer.quantize_input(reference.states), dim=0, return_inverse=True)
     counts = torch.zeros(len(cells), int(reference.actions.max()) + 1).index_put_(
         (cell, reference.actions), torch.ones(len(cell)), accumulate=True)
     return len(cells), 100 * float(counts.max(1).values.sum()) / len(cell)
@@ -318,7 +317,7 @@ def input_grid_table(ptq: dict[int, QuantizedModel], reference: Rollouts, contro
     angle_std = float(reference.states[:, OBS_NAMES.index("pole angle")].std())
     rows = []
     for bits, model in ptq.items():
-        step = float(next(iter(model.layers.values())).input_grid()[0])
+        step = float(model.first_layer.input_grid()[0])
         cells, ceiling = input_grid_ceiling(model, reference)
         rows.append({"bits": bits, "input step": step, "step / std of pole angle": step / angle_std,
                      "grid cells visited": cells, "agreement ceiling (%)": ceiling,

@@ -74,7 +74,8 @@ def test_counts_over_cells():
 
 
 def test_rows_are_checked_and_reach_the_scorecard():
-    rows = pd.DataFrame([verdict.finding("a claim", "1.0", Estimate(2, 1.5, 2.5, "t"), Rule("above 1", low=1), "holds")])
+    rows = pd.DataFrame([verdict.finding("a claim", "1.0", Estimate(2, 1.5, 2.5, "paired over 9 inputs, one seed"),
+                                         Rule("above 1", low=1), "holds")])
     assert rows.verdict.iloc[0] == "reproduced"
     with pytest.raises(ValueError, match="verdict='yes' is not allowed"):
         verdict.finding("a claim", "1", None, "typed", "—", verdict="yes")
@@ -83,5 +84,6 @@ def test_rows_are_checked_and_reach_the_scorecard():
     assert "reproduced" in bundle["text/html"]
     notebook = {"cells": [{"cell_type": "code", "outputs": [{"output_type": "display_data", "data": bundle}]}]}
     page = scorecard.scorecard_markdown(scorecard.verdict_tables(notebook))
-    assert "| Work | a claim |" in page and "{ref}`Chapter <work-verdicts>`" in page and "1 reproduced" in page
+    assert "| Work | a claim | **reproduced** |" in page and "{ref}`Chapter <work-verdicts>`" in page and "1 reproduced" in page
+    assert "| 2.0 [1.5, 2.5] | paired over 9 inputs, one seed | 1.0 |" in page  # what the interval is over
     assert "Of 1 findings: 1 reproduced." in verdict.summary(rows).data

@@ -22,6 +22,12 @@ whole interval on one side of the rule's threshold; **inconclusive** means it st
 **partly** means a claim over several cells holds in some and fails in others. This page is
 generated from the executed chapters at every build; the link in each row leads to the
 chapter's own table and the measurements behind it.
+
+The column "interval from" says what each interval is over. Only the rows over seeds or (model,
+seed) instances hold the spread between training runs. The others are over the test inputs,
+episodes or states of one trained model, and another seed can move them by more than their
+width. A sweep over seeds, for example `python -m qfail sweep li -p seed 0,1,2` (Ray: the
+README's "Sweeps"), gives each finding an interval over the seeds instead.
 """
 
 
@@ -46,13 +52,14 @@ def scorecard_markdown(tables: Iterable[dict]) -> str:
     rows = [(t, r) for t in tables for r in t["rows"]]
     counts = {o: sum(r["verdict"] == o for _, r in rows) for o in OUTCOMES}
     lines = [_HEADER, f"{len(rows)} findings: " + ", ".join(f"{n} {o}" for o, n in counts.items()) + ".", ""]
-    columns = ["work", "finding", "the paper reports", "measured here (95% interval)",
-               "the paper, by this rule", "verdict", "section"]
+    # the verdict beside its finding: the table scrolls sideways on a laptop's page, and the verdict is what it is for
+    columns = ["work", "finding", "verdict", "measured here (95% interval)", "interval from", "the paper reports",
+               "the paper, by this rule", "section"]
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for table, row in rows:
         link = f"{{ref}}`{table['chapter']} <{table['anchor']}>`"
-        values = [table["work"], row["finding"], row["the paper reports"], row["measured here (95% interval)"],
-                  row["the paper, by this rule"], f"**{row['verdict']}**", link]
+        values = [table["work"], row["finding"], f"**{row['verdict']}**", row["measured here (95% interval)"],
+                  row["interval from"], row["the paper reports"], row["the paper, by this rule"], link]
         lines.append("| " + " | ".join(_cell(v) for v in values) + " |")
     if not rows:
         lines.append("\nNo chapter of this build produced verdict rows.")

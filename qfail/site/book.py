@@ -95,7 +95,7 @@ def build_book(root: Path = ROOT, force: bool = False, strict: bool = True, solu
 
     Without ``solutions`` the book goes to ``_build/student/html`` with every exercise's solution
     left out (sphinx-exercise's ``hide_solutions``), for students. ``force`` re-executes every
-    chapter; so does a change to qfail's code or the pins since the last build
+    chapter; a change to the pins or to the qfail code a chapter runs re-executes that chapter
     (:func:`~qfail.site.execute.drop_stale_cache`). Either way every page is rendered again (Sphinx
     would otherwise skip the chapters whose source did not change). Warnings are errors when ``strict``.
     """

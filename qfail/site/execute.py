@@ -9,9 +9,12 @@ follows finds every chapter cached and only renders. A chapter that fails stops 
 its one-line error, as MyST-NB's own execution would.
 
 jupyter-cache keys a chapter by its cells alone, so a change inside ``qfail`` (or to the pinned
-versions) would leave every chapter's old outputs in place: :func:`drop_stale_cache` empties the
-cache when either changed since it was filled. The chapters then run again; the trained models
-come from qfail's own cache, which is keyed by the code that trains them.
+versions) would leave a chapter's old outputs in place: :func:`drop_stale_cache` removes the
+entry of every chapter whose :func:`chapter_digest` changed since it was filled: the pins, or the
+source of a qfail module the chapter runs (what its cells import, with everything those import,
+and the modules that execute it). Editing one paper's code re-executes its chapters only;
+editing the book's own site code (the scorecard, the launch buttons) re-executes none. The
+trained models come from qfail's own cache, which is keyed by the code that trains them.
 """
 from __future__ import annotations
 
@@ -25,29 +28,107 @@ from pathlib import Path
 
 from qfail.site.runner import CELL_SECONDS, ChapterError
 
-__all__ = ["toc_chapters", "execute_chapters", "cached_notebooks", "chapter_pool", "source_digest", "drop_stale_cache"]
+__all__ = ["toc_chapters", "execute_chapters", "cached_notebooks", "chapter_pool", "chapter_modules", "chapter_digest", "drop_stale_cache"]
 
 
-def source_digest(root: Path) -> str:
-    """What a chapter's outputs depend on besides its own cells: qfail's modules and the pins."""
+# the modules that execute every chapter: how its kernel starts and how its outputs are collected
+_EXECUTION = ("qfail.site.execute",)
+
+
+def chapter_modules(chapter: Path) -> set[str]:
+    """The qfail modules that ``chapter``'s code cells name: the ones they import, the modules
+    of ``qfail.a.b`` attribute chains, and those behind the names ``qfail`` loads on first use
+    (``qfail.load_data`` is :mod:`qfail.data`). Names that are not modules are kept; the
+    closure drops them."""
+    import ast
+
+    from qfail import _NAMES
+
+    found = set()
+    for cell in _read(chapter).cells:
+        if cell.cell_type != "code":
+            continue
+        # IPython's magics and shell lines are not Python: blank them, keeping the line numbers
+        code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell.source.splitlines())
+        for node in ast.walk(ast.parse(code, f"{chapter.name} cell")):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Attribute):
+                chain = [node.attr]
+                while isinstance(node := node.value, ast.Attribute):
+                    chain.insert(0, node.attr)
+                if isinstance(node, ast.Name) and node.id == "qfail":
+                    found.update("qfail." + ".".join(chain[:i]) for i in range(1, len(chain) + 1))
+                    if chain[0] in _NAMES:
+                        found.add(f"qfail.{_NAMES[chain[0]]}")
+    return {m for m in found if m == "qfail" or m.startswith("qfail.")}
+
+
+def _data_files(package: Path) -> list[Path]:
+    """Files a package's modules may read: in its folder, or in a subfolder that is no package."""
+    found = []
+    for entry in package.iterdir():
+        if entry.is_file() and entry.suffix not in (".py", ".pyc"):
+            found.append(entry)
+        elif entry.is_dir() and entry.name != "__pycache__" and not (entry / "__init__.py").exists():
+            found += [f for f in entry.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
+    return found
+
+
+def chapter_digest(root: Path, chapter: Path) -> str:
+    """What ``chapter``'s outputs depend on besides its own cells: the pins (``constraints.txt``)
+    and the source of every qfail module it runs (:func:`chapter_modules` and :data:`_EXECUTION`,
+    with everything they import: :func:`qfail.cache.code_closure`), data files beside them included.
+
+    The modules a forked kernel finds imported already (:data:`qfail.site.warm_start.PRELOAD`) do
+    not count: importing them runs nothing that moves a number, so a forked kernel prints what a
+    launched one does (:mod:`qfail.site.warm_start`)."""
+    # qfail's own resolver and folder (private: making them public edits cache.py, which retrains every model)
+    from qfail.cache import _PACKAGE, code_closure
+    from qfail.cache import _source as module_file
+
+    modules = sorted({m for name in chapter_modules(chapter) | set(_EXECUTION) for m in code_closure(name)})
+    files = [module_file(m) for m in modules]
+    data = sorted({f for folder in {f.parent for f in files} for f in _data_files(folder)})
     digest = hashlib.sha256()
-    for path in sorted((root / "qfail").rglob("*.py")) + [root / "constraints.txt"]:
+    for name, path in [*zip(modules, files, strict=True), *((f.relative_to(_PACKAGE).as_posix(), f) for f in data),
+                       ("constraints.txt", root / "constraints.txt")]:
         if path.is_file():
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
 def drop_stale_cache(root: Path, cache_path: Path, force: bool = False) -> bool:
-    """Empty the execution cache at ``cache_path`` when ``force``, or when :func:`source_digest`
-    differs from the one recorded when it was filled (or none was); return whether it was emptied,
-    so that Sphinx renders every page again. The digest is recorded beside the cache."""
+    """Remove from the execution cache at ``cache_path`` every chapter whose :func:`chapter_digest`
+    differs from the one recorded when its entry was filled (all of them when ``force``, or when
+    no digests were recorded); return whether any entry went, so that Sphinx renders every page
+    again. The digests are recorded beside the cache."""
+    from jupyter_cache import get_cache
+
     stamp = cache_path.with_name(cache_path.name + ".source")
-    current = source_digest(root)
-    dropped = cache_path.exists() and (force or not stamp.exists() or stamp.read_text() != current)
-    if dropped:
+    current = {path.stem: chapter_digest(root, path) for path in toc_chapters(root)}
+    try:
+        recorded = json.loads(stamp.read_text()) if stamp.exists() and not force else None
+    except json.JSONDecodeError:
+        recorded = None  # a stamp from before the digests were per chapter
+    dropped = False
+    if cache_path.exists() and not isinstance(recorded, dict):
         shutil.rmtree(cache_path)
+        dropped = True
+    elif cache_path.exists():
+        cache = get_cache(cache_path)
+        for path in toc_chapters(root):
+            if recorded.get(path.stem) != current[path.stem]:
+                try:
+                    cache.remove_cache(cache.match_cache_notebook(_read(path)).pk)
+                    dropped = True
+                except KeyError:  # never executed, or its cells changed: nothing to remove
+                    pass
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(current)  # what fills the cache from here on runs this code
+    stamp.write_text(json.dumps(current, indent=1, sort_keys=True))  # what fills the cache from here on runs this code
     return dropped
 
 

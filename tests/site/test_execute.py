@@ -1,9 +1,13 @@
 """Parallel chapter execution: the chapters come from the table of contents and key the cache as MyST-NB does."""
 
+import contextlib
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
+from qfail import cache as cache_mod
 from qfail import isa
 from qfail.site import book, execute, runner
 from qfail.site.book import ROOT
@@ -27,34 +31,70 @@ def test_a_failing_chapter_stops_with_one_line(tmp_path, toy_chapter):
     assert execute.execute_chapters(tmp_path, tmp_path / "cache", workers=1) == {}
 
 
-def test_a_change_to_qfail_or_the_pins_empties_the_execution_cache(tmp_path):
-    """jupyter-cache keys a chapter by its cells alone; a build after a change to qfail's code or
-    the pinned versions must not render the old outputs."""
-    (tmp_path / "qfail" / "site").mkdir(parents=True)
-    module, pins = tmp_path / "qfail" / "site" / "a.py", tmp_path / "constraints.txt"
-    module.write_text("x = 1\n")
+def test_a_change_to_qfail_or_the_pins_drops_the_chapters_that_run_it(tmp_path, toy_chapter, monkeypatch):
+    """jupyter-cache keys a chapter by its cells alone; a build after a change to the qfail code a
+    chapter runs, or to the pinned versions, must not render its old outputs, and a change to code
+    that no chapter runs (the scorecard) re-executes none."""
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    package = tmp_path / "package" / "qfail"
+    shutil.copytree(cache_mod._PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache_mod, "_PACKAGE", package)
+    # the imports are never run: what a chapter runs is read from its cells
+    toy_chapter("robust", "seed: int = 0", "if False:\n    from qfail.papers.li import verdicts")
+    toy_chapter("lazy", "seed: int = 0", "import qfail\nif False:\n    qfail.load_data\n    from qfail.papers.hu import published"
+                ).rename(tmp_path / "notebooks")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n"
+                                       "  - file: notebooks/robust\n  - file: notebooks/lazy\n")
+    pins = tmp_path / "constraints.txt"
     pins.write_text("torch==2.15.0\n")
-    cache = tmp_path / "_build" / ".jupyter_cache"
+    cache_path = tmp_path / "_build" / ".jupyter_cache"
+    chapters = execute.toc_chapters(tmp_path)
 
     def fill() -> None:
-        cache.mkdir(exist_ok=True)
-        (cache / "global.db").write_text("executed chapters")
+        cache = get_cache(cache_path)
+        for path in chapters:
+            cache.cache_notebook_bundle(CacheBundleIn(execute._read(path), path.as_posix()), check_validity=False,
+                                        overwrite=True)
 
-    assert not execute.drop_stale_cache(tmp_path, cache)  # a fresh clone: nothing to drop
-    fill()
-    assert not execute.drop_stale_cache(tmp_path, cache) and (cache / "global.db").exists()  # nothing changed
-    module.write_text("x = 2\n")
-    assert execute.drop_stale_cache(tmp_path, cache) and not cache.exists()
-    fill()
-    (tmp_path / "qfail" / "site" / "a.cpython-311.pyc").write_bytes(b"bytecode")  # not source
-    assert not execute.drop_stale_cache(tmp_path, cache)
-    pins.write_text("torch==2.16.0\n")
-    assert execute.drop_stale_cache(tmp_path, cache)
-    fill()
-    assert execute.drop_stale_cache(tmp_path, cache, force=True)
-    fill()
-    cache.with_name(".jupyter_cache.source").unlink()  # filled before digests were recorded
-    assert execute.drop_stale_cache(tmp_path, cache)
+    def drop(*edited: Path, force: bool = False) -> set[str]:
+        """The chapters whose entries the next build removes after ``edited`` change."""
+        for path in edited:
+            path.write_text(path.read_text() + "\n# edited\n")
+        cache_mod.code_closure.cache_clear()
+        execute.drop_stale_cache(tmp_path, cache_path, force)
+        cache = get_cache(cache_path)
+        kept = set()
+        for path in chapters:
+            with contextlib.suppress(KeyError):
+                cache.match_cache_notebook(execute._read(path))
+                kept.add(path.stem)
+        fill()
+        return {"robust", "lazy"} - kept
+
+    try:
+        assert not execute.drop_stale_cache(tmp_path, cache_path)  # a fresh clone: nothing to drop
+        fill()
+        assert drop() == set()  # nothing changed
+        assert drop(package / "site" / "scorecard.py", package / "site" / "launch.py") == set()
+        assert drop(package / "papers" / "li" / "verdicts.py") == {"robust"}
+        assert drop(package / "models.py") == {"robust"}  # imported by what the chapter imports
+        assert drop(package / "papers" / "hu" / "published_data" / "RQ1.csv") == {"lazy"}  # a data file it reads
+        assert drop(package / "data.py") == {"robust", "lazy"}  # qfail.load_data, loaded on first use
+        assert drop(package / "site" / "kernel.py") == {"robust", "lazy"}  # runs every chapter
+        assert drop(pins) == {"robust", "lazy"}
+        assert drop(force=True) == {"robust", "lazy"}
+        (package / "papers" / "li" / "verdicts.py").write_bytes(b"")  # bytecode beside it is not source:
+        (package / "papers" / "li" / "verdicts.cpython-311.pyc").write_bytes(b"bytecode")
+        assert drop() == {"robust"} and drop() == set()
+        stamp = cache_path.with_name(".jupyter_cache.source")
+        stamp.write_text("0" * 64)  # an older build's one digest for all
+        assert drop() == {"robust", "lazy"}
+        stamp.unlink()  # filled before digests were recorded
+        assert drop() == {"robust", "lazy"}
+    finally:
+        cache_mod.code_closure.cache_clear()
 
 
 def test_the_build_report_names_its_machine_and_a_previous_build_on_another(tmp_path):

@@ -210,8 +210,10 @@ _COLOURS = {"reproduced": "#cde8d0", "partly": "#fbe7b5", "not reproduced": "#f5
 
 
 def _json_number(value: object) -> object:
-    """NaN (a row without a measurement) as JSON's null: the notebook's JSON has no NaN."""
-    return None if isinstance(value, float) and math.isnan(value) else value
+    """NaN (a row without a measurement) and the open ends of an interval there is none of (one
+    seed) as JSON's null: JSON has neither, and the kernel's message to the notebook would fail
+    over to a warning printed into the chapter."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class _Shown:

@@ -1,4 +1,5 @@
 """The verdict rules: an interval decides, straddling is inconclusive, and claims over cells combine."""
+import json
 import math
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from qfail import verdict
 from qfail.site import scorecard
-from qfail.verdict import Estimate, Rule
+from qfail.verdict import MIME, Estimate, Rule
 
 
 @pytest.mark.parametrize("low, high, outcome", [(11, 20, "reproduced"), (2, 9, "not reproduced"), (5, 15, "inconclusive"),
@@ -63,6 +64,17 @@ def test_paired_difference_over_cells_averages_each_input(right):
     with pytest.raises(ValueError, match="same inputs"):
         verdict.paired_difference(a, b[:, :100], "x")
     assert math.isnan(verdict.paired_difference(np.zeros((0, 5)), np.zeros((0, 5)), "x").value)
+
+
+def test_a_payload_without_an_interval_is_json():
+    """One seed gives no interval ([-inf, inf]); the scorecard's JSON holds null there, since a
+    kernel's message with Infinity in it fails over to a warning printed into the chapter."""
+    one = verdict.t_interval([1.5], what="seeds")
+    rows = pd.DataFrame([verdict.finding("a claim", "1", one, Rule("above 1", low=1), "holds")])
+    payload = verdict.show(rows, "Work", "Chapter", "work-verdicts")._repr_mimebundle_()[MIME]
+    assert json.loads(json.dumps(payload, allow_nan=False))["estimates"] == [
+        {"value": 1.5, "low": None, "high": None, "unit": ""}]
+    assert rows["measured here (95% interval)"].iloc[0] == "1.5 [-inf, inf]" and rows.verdict.iloc[0] == "inconclusive"
 
 
 def test_counts_over_cells():

@@ -145,6 +145,15 @@ def test_a_chapter_runs_with_the_given_parameters(executed):
     assert nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
 
 
+def test_no_small_run_prints_to_stderr(executed):
+    """A warning in a chapter is read by its readers: none may reach an output (a verdict's
+    payload with Infinity in it once printed jupyter_client's into Frank & Ardis's pairs)."""
+    printed = {name: [o["text"][:300] for c in nbformat.read(path, as_version=4).cells for o in c.get("outputs", [])
+                      if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+               for name, path in executed.items()}
+    assert not any(printed.values()), {name: texts for name, texts in printed.items() if texts}
+
+
 def test_pages_exist_with_widget_state_and_local_scripts(site):
     page = (site / "notebooks" / "primer.html").read_text()
     assert 'application/vnd.jupyter.widget-state+json' in page

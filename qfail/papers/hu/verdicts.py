@@ -153,13 +153,13 @@ def verdict_table(summary: pd.DataFrame, advantage: pd.DataFrame, retrain: pd.Da
                 _by_rule(paper_margin, "model x training rows") + " (point values)",
                 measured=f"{label(setting)}, Margin's AUROC minus the best other score's, in points: " + "; ".join(
                     f"{m} {100 * r['Margin minus best other']:+.1f} [{100 * r.low:+.1f}, {100 * r.high:+.1f}]"
-                    for m, r in advantage.iterrows())),
+                    if r.disagreements else f"{m}: no disagreement to flag" for m, r in advantage.iterrows())),
         finding("4. retraining with disagreements has limited effect: those left are mostly new",
                 "; ".join(f"{m}: {paper_changes[m, 'old']:.0f} old persist, {paper_changes[m, 'new']:.0f} new appear"
                           for m in ("LeNet1", "LeNet5")),
                 new_share, MOSTLY_NEW,
                 "; ".join(f"{m} {MOSTLY_NEW.judge(e)} ({e.text()})" for m, e in paper_new.items()),
                 measured=f"{label(setting)}: {main['before']} before, {main['after']} after ({main['old (persist)']} old, "
-                         f"{main['new']} new: {new_share.text()} new); random shifted inputs instead: "
+                         f"{main['new']} new: {new_share.text() + ' new' if left else 'none left'}); random shifted inputs instead: "
                          f"{rand['before']} -> {rand['after']}"),
     ])

@@ -18,9 +18,9 @@ def _summary(id_iv=(1.0, 5.0), shifted_iv=(20.0, 40.0), qat_iv=(1.0, 3.0)):
     return pd.DataFrame(rows)
 
 
-def _advantage(iv=(0.01, 0.05)):
-    return pd.DataFrame({"Margin minus best other": [sum(iv) / 2] * 2, "low": [iv[0]] * 2, "high": [iv[1]] * 2},
-                        index=pd.Index(METHODS, name="method"))
+def _advantage(iv=(0.01, 0.05), disagreements=30):
+    return pd.DataFrame({"disagreements": [disagreements] * 2, "Margin minus best other": [sum(iv) / 2] * 2,
+                         "low": [iv[0]] * 2, "high": [iv[1]] * 2}, index=pd.Index(METHODS, name="method"))
 
 
 def _retrain(old=10, new=60):
@@ -53,6 +53,16 @@ def test_every_finding_inconclusive():
     table = _verdicts(_summary(id_iv=(1.0, 25.0), shifted_iv=(20.0, 40.0), qat_iv=(15.0, 30.0)),
                       _advantage((-0.01, 0.02)), _retrain(old=9, new=11))
     assert list(table["verdict"]) == ["inconclusive"] * 4
+
+
+def test_a_setting_without_disagreements_says_so_instead_of_nan():
+    """Weight-only FP16 can change no decision: no AUROC, no retraining share, and no 'nan' text."""
+    nan = float("nan")
+    table = _verdicts(advantage=_advantage((nan, nan), disagreements=0), retrain=_retrain(old=0, new=0))
+    assert list(table["verdict"])[2:] == ["inconclusive"] * 2
+    assert "standard: no disagreement to flag; qat: no disagreement to flag" in table["measured here (95% interval)"].iloc[2]
+    assert "0 old, 0 new: none left" in table["measured here (95% interval)"].iloc[3]
+    assert not table["measured here (95% interval)"].str.contains("nan").any()
 
 
 @pytest.mark.parametrize("cells, outcome", [(["reproduced", "not reproduced"], "reproduced"),

@@ -12,7 +12,7 @@ constraints a value must meet::
 
 Types: ``int``, ``float``, ``str``, ``bool``, ``list[int]``, ``list[float]``, ``list[str]`` and
 ``Literal[...]`` (the allowed values). Constraints (written without ``=``, which papermill's own parser would trip on), separated by ``;`` (for a list they apply to
-every element): ``≥ a``, ``> a``, ``≤ b``, ``< b`` (a number or another parameter's name); ``in NAME`` (another parameter's value, or
+every element): ``≥ a``, ``> a``, ``≤ b``, ``< b`` (a number, another parameter's name, or ``min(NAME)`` / ``max(NAME)`` of a list parameter); ``in NAME`` (another parameter's value, or
 a constant of :data:`CONSTANTS`), ``in [a, b]`` (a literal list); ``len n``; ``6n+2``
 (``k*n+r`` in general); ``unique``; ``has 'x'`` (a list includes ``'x'``); ``data`` (the data set's files are present); ``device``
 (a device this machine has). A list must not be empty unless its default is. A wrong name or
@@ -191,8 +191,12 @@ def _violation(rule: str, value: Any, values: dict[str, Any], others: tuple[str,
     m = _BOUND.fullmatch(rule)
     if m:
         ref = m.group(2)
-        bound = values[ref] if ref in values else ast.literal_eval(ref)  # a number, or another parameter's value
-        shown = f"{bound:g}" if ref not in values else f"{ref} (= {bound:g})"
+        of_list = re.fullmatch(r"(min|max)\((\w+)\)", ref)  # the least or greatest element of a list parameter
+        if of_list and of_list.group(2) in values:
+            bound = (min if of_list.group(1) == "min" else max)(values[of_list.group(2)])
+        else:
+            bound = values[ref] if ref in values else ast.literal_eval(ref)  # a number, or another parameter's value
+        shown = f"{bound:g}" if ref not in values and not of_list else f"{ref} (= {bound:g})"
         return None if _COMPARE[m.group(1)](value, bound) else f"{m.group(1)} {shown}"
     m = re.fullmatch(r"in\s+(.+)", rule)
     if m:
@@ -235,8 +239,14 @@ def _violation(rule: str, value: Any, values: dict[str, Any], others: tuple[str,
 
 
 def check_constraints(chapter: str, declared: dict[str, Parameter], values: dict[str, Any]) -> None:
-    """Raise a one-line ``ParameterError`` for the first value that breaks a declared constraint."""
-    for p in declared.values():
+    """Raise a one-line ``ParameterError`` for the first value that breaks a declared constraint.
+
+    A parameter whose rules name another (``≥ min(choices)``, ``in bit_widths``) is checked after
+    the others, so that a bad ``choices`` is reported as itself, not as the budget it bounds."""
+    def names_another(p: Parameter) -> bool:
+        return any(re.search(rf"\b{re.escape(n)}\b", rule) for rule in p.constraints for n in declared if n != p.name)
+
+    for p in sorted(declared.values(), key=names_another):
         value = values[p.name]
         items = value if isinstance(value, list) else [value]
         for rule in p.constraints:

@@ -134,7 +134,11 @@ def _violations(p: runner.Parameter, rule: str, declared: dict[str, runner.Param
     m = re.fullmatch(r"(≥|>|≤|<)\s*(\S+)", rule)
     if m:
         ref = m.group(2)
-        bound = float(declared[ref].default if ref in declared else ref)  # a number or another parameter
+        of_list = re.fullmatch(r"(min|max)\((\w+)\)", ref)  # min(NAME) or max(NAME) of a list parameter
+        if of_list:
+            bound = float((min if of_list.group(1) == "min" else max)(declared[of_list.group(2)].default))
+        else:
+            bound = float(declared[ref].default if ref in declared else ref)  # a number or another parameter
         step = 1 if isinstance(scalar, int) else 0.5
         bad = {"≥": bound - step, ">": bound, "≤": bound + step, "<": bound}[m.group(1)]
         bad = int(bad) if isinstance(scalar, int) else bad
@@ -186,6 +190,9 @@ def test_every_declared_constraint_rejects_a_violating_value_before_a_kernel(tmp
     ("li", {"fraction": "1.5"}, "expected ≤ 1"),
     ("frank_pairs", {"models": "cnn,vgg"}, "element 'vgg') is not allowed for chapter 'frank_pairs'; expected one of"),
     ("frank_distill", {"query_budgets": "5"}, "expected ≥ 10"),
+    ("frank_pairs", {"choices": "8", "budget": "4"}, "budget=4.0 is not allowed for chapter 'frank_pairs'; expected ≥ min(choices) (= 8)"),
+    ("frank_analyses", {"choices": "2,3"}, "budget=4.0 is not allowed for chapter 'frank_analyses'; expected ≤ max(choices) (= 3)"),
+    ("frank_analyses", {"choices": "1,8"}, "parameter choices=[1, 8] (element 1) is not allowed"),  # itself, not the budget
     ("frank_distill", {"teacher": "knn"}, "expected one of 'mlp', 'forest', 'svm'"),
 ])
 def test_constraint_messages_name_the_parameter_and_the_allowed_values(chapter, given, message):

@@ -97,6 +97,23 @@ def test_a_change_to_qfail_or_the_pins_drops_the_chapters_that_run_it(tmp_path, 
         cache_mod.code_closure.cache_clear()
 
 
+def test_each_chapter_runs_its_papers_code_and_none_of_the_books_own():
+    """The real chapters' digests: an edit to the scorecard or the launch buttons re-executes no
+    chapter, and each chapter's digest holds the module its experiments come from."""
+    from qfail.cache import code_closure
+
+    site_only = {"qfail.site.book", "qfail.site.scorecard", "qfail.site.grid", "qfail.site.launch",
+                 "qfail.site.chapter_times"}
+    own = {"primer": "qfail.papers.primer", "moon": "qfail.papers.moon.controller", "hu": "qfail.papers.hu.disagreements",
+           "li": "qfail.papers.li.pipelines", "frank_distill": "qfail.papers.frank.stages",
+           "frank_pairs": "qfail.papers.frank.pairs", "frank_analyses": "qfail.papers.frank.analyses",
+           "at_scale": "qfail.papers.at_scale"}
+    for path in execute.toc_chapters(ROOT):
+        closure = {m for name in execute.chapter_modules(path) | set(execute._EXECUTION) for m in code_closure(name)}
+        assert own[path.stem] in closure, path.stem
+        assert not closure & site_only, (path.stem, sorted(closure & site_only))
+
+
 def test_the_build_report_names_its_machine_and_a_previous_build_on_another(tmp_path):
     """Seconds from two CPUs side by side would read as a change in the book."""
     (tmp_path / "build-report.json").write_text(json.dumps({"build seconds": 250.0, "machine": "another CPU",

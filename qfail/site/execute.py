@@ -18,6 +18,7 @@ trained models come from qfail's own cache, which is keyed by the code that trai
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -109,7 +110,8 @@ def drop_stale_cache(root: Path, cache_path: Path, force: bool = False) -> bool:
     from jupyter_cache import get_cache
 
     stamp = cache_path.with_name(cache_path.name + ".source")
-    current = {path.stem: chapter_digest(root, path) for path in toc_chapters(root)}
+    chapters = toc_chapters(root)
+    current = {path.stem: chapter_digest(root, path) for path in chapters}
     try:
         recorded = json.loads(stamp.read_text()) if stamp.exists() and not force else None
     except json.JSONDecodeError:
@@ -120,13 +122,11 @@ def drop_stale_cache(root: Path, cache_path: Path, force: bool = False) -> bool:
         dropped = True
     elif cache_path.exists():
         cache = get_cache(cache_path)
-        for path in toc_chapters(root):
+        for path in chapters:
             if recorded.get(path.stem) != current[path.stem]:
-                try:
+                with contextlib.suppress(KeyError):  # never executed, or its cells changed: nothing to remove
                     cache.remove_cache(cache.match_cache_notebook(_read(path)).pk)
                     dropped = True
-                except KeyError:  # never executed, or its cells changed: nothing to remove
-                    pass
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(current, indent=1, sort_keys=True))  # what fills the cache from here on runs this code
     return dropped
